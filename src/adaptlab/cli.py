@@ -1,0 +1,139 @@
+"""`adaptlab` command line: one thin command per library call."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .errors import AdaptlabError
+
+
+def _print_table(rows: list[dict], cols: list[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols))
+
+
+def cmd_models(a) -> int:
+    from .models import list_models, resolve
+
+    if a.prepare:
+        for name in a.prepare:
+            print(resolve(name))
+        return 0
+    rows = list_models()
+    if a.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["name", "role", "installed", "cached", "size_mb", "licence"])
+    return 0
+
+
+def cmd_tune(a) -> int:
+    from .api import tune
+
+    summary = tune(a.data, out=a.out, model=a.model, merge=a.merge, overrides=a.overrides)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_generate(a) -> int:
+    from .api import generate
+
+    n = generate(a.model, a.input, a.out, adapter=a.adapter, system=a.system, overrides=a.overrides)
+    print(f"wrote {n} answers to {a.out}")
+    return 0
+
+
+def cmd_validate(a) -> int:
+    from .data import load_examples
+
+    ex = load_examples(a.file, require_reply=not a.prompts_only)
+    print(f"{a.file}: {len(ex)} valid examples")
+    return 0
+
+
+def cmd_run(a) -> int:
+    from .api import run
+
+    result = run(a.recipe, a.overrides)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_runs(a) -> int:
+    from .runs.index import RunIndex
+    from .runs.stage import runs_root
+
+    rows = RunIndex(runs_root() / "index.sqlite").list()
+    for r in rows:
+        r["metrics"] = ", ".join(f"{k}={v}" for k, v in list(r["metrics"].items())[:6])
+    if a.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        _print_table(rows, ["name", "study", "status", "started", "metrics"])
+    else:
+        print("no runs yet")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="adaptlab", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("models", help="list packaged offline models (installed? cached? size, licence)")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--prepare", nargs="+", metavar="NAME", help="convert these to safetensors now")
+    s.set_defaults(fn=cmd_models)
+
+    s = sub.add_parser("tune", help="LoRA fine-tune a chat model on a data file")
+    s.add_argument("--data", required=True, help="JSONL/Parquet/dataset dir of chat examples")
+    s.add_argument("--model", default="smollm2-135m-instruct", help="packaged name, dir or hub id")
+    s.add_argument("--out", required=True, help="output adapter directory")
+    s.add_argument("--merge", action="store_true", help="also write a merged model to OUT/merged")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="TuneConfig fields, e.g. lora_r=16")
+    s.set_defaults(fn=cmd_tune)
+
+    s = sub.add_parser("generate", help="answer the prompts of a data file with a local model")
+    s.add_argument("--model", default="smollm2-135m-instruct")
+    s.add_argument("--adapter", help="LoRA adapter directory")
+    s.add_argument("--input", required=True, help="JSONL/Parquet of chats (last turn: user)")
+    s.add_argument("--out", required=True, help="output JSONL: input chats + generated reply")
+    s.add_argument("--system", help="system prompt added to every chat")
+    s.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="max_new_tokens, temperature, top_p, seed, batch_size, precision")
+    s.set_defaults(fn=cmd_generate)
+
+    s = sub.add_parser("validate", help="check a data file; print the first error")
+    s.add_argument("file")
+    s.add_argument("--prompts-only", action="store_true", help="chats may end on a user turn")
+    s.set_defaults(fn=cmd_validate)
+
+    s = sub.add_parser("run", help="run a recipe's stages into runs/<name>/ (resumes, skips done)")
+    s.add_argument("recipe", help="recipe YAML, e.g. recipes/tone.yaml")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
+    s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("runs", help="list runs and their key metrics")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_runs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except AdaptlabError as e:
+        print(f"adaptlab: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("adaptlab: interrupted (finished work is kept; run again to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

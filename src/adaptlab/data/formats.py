@@ -1,0 +1,170 @@
+"""Read and write examples; every record is validated and normalized to chat `messages`.
+
+Accepted record shapes (each may carry an optional string `explanation`):
+  {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
+  {"prompt": str, "completion": str}
+  {"instruction": str, "input": str (optional), "output": str}
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import AdaptlabError, InputError
+
+ROLES = ("system", "user", "assistant")
+MAX_LINE_BYTES = 4 << 20  # a line past this is refused, not parsed
+
+
+class _Bad(Exception):
+    def __init__(self, field: str | None, problem: str):
+        self.field, self.problem = field, problem
+
+
+def _str(rec: dict, key: str, prefix: str = "", optional: bool = False) -> str | None:
+    if key not in rec or (optional and rec[key] is None):  # tables hold null for absent fields
+        if optional:
+            return None
+        raise _Bad(prefix + key, "missing field")
+    v = rec[key]
+    if not isinstance(v, str):
+        raise _Bad(prefix + key, f"expected a string, got {type(v).__name__}")
+    return v
+
+
+def _messages(rec: dict, require_reply: bool) -> list[dict]:
+    msgs = rec["messages"]
+    if not isinstance(msgs, list) or not msgs:
+        raise _Bad("messages", "expected a non-empty list of {role, content}")
+    out = []
+    for i, m in enumerate(msgs):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise _Bad(where, f"expected an object, got {type(m).__name__}")
+        role = _str(m, "role", where + ".")
+        if role not in ROLES:
+            raise _Bad(f"{where}.role", f"expected one of system/user/assistant, got {role!r}")
+        content = _str(m, "content", where + ".")
+        if role == "system" and i != 0:
+            raise _Bad(f"{where}.role", "a system message may only come first")
+        out.append({"role": role, "content": content})
+    if require_reply and out[-1]["role"] != "assistant":
+        raise _Bad(f"messages[{len(out) - 1}].role", "conversation must end on an assistant turn")
+    if not any(m["role"] == "user" for m in out):
+        raise _Bad("messages", "no user turn")
+    return out
+
+
+def to_messages(rec: Any, require_reply: bool = True) -> dict:
+    """Validate one record and normalize it to {"messages": [...], "explanation"?: str}."""
+    if not isinstance(rec, dict):
+        raise _Bad(None, f"expected a JSON object, got {type(rec).__name__}")
+    if "messages" in rec:
+        msgs = _messages(rec, require_reply)
+    elif "prompt" in rec:
+        prompt = _str(rec, "prompt")
+        completion = _str(rec, "completion", optional=not require_reply)
+        msgs = [{"role": "user", "content": prompt}]
+        msgs += [{"role": "assistant", "content": completion}] if completion is not None else []
+    elif "instruction" in rec:
+        ins, inp = _str(rec, "instruction"), _str(rec, "input", optional=True)
+        out = _str(rec, "output", optional=not require_reply)
+        msgs = [{"role": "user", "content": f"{ins}\n\n{inp}" if inp else ins}]
+        msgs += [{"role": "assistant", "content": out}] if out is not None else []
+    else:
+        raise _Bad(None, "unknown format: expected 'messages', 'prompt'/'completion' "
+                         "or 'instruction'/'output'")
+    result = {"messages": msgs}
+    expl = _str(rec, "explanation", optional=True)
+    if expl is not None:
+        result["explanation"] = expl
+    return result
+
+
+def validate_record(rec: Any, path: str, line: int, require_reply: bool = True) -> dict:
+    try:
+        return to_messages(rec, require_reply)
+    except _Bad as e:
+        raise InputError(path, line, e.field, e.problem) from None
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
+    with open(path, "rb") as f:
+        # readline(limit): a huge line is refused without reading all of it into memory
+        for n, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise InputError(str(path), n, None, f"line longer than {MAX_LINE_BYTES} bytes")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(str(path), n, None, f"invalid UTF-8 at byte {e.start}") from None
+            if not text.strip():
+                continue
+            try:
+                rec = json.loads(text.rstrip("\r\n"))  # so a truncated line's column is its end
+            except json.JSONDecodeError as e:
+                raise InputError(str(path), n, None, f"invalid JSON ({e.msg}, column {e.colno})") from None
+            except (ValueError, RecursionError) as e:  # huge integers, too deeply nested
+                raise InputError(str(path), n, None, f"invalid JSON ({e})") from None
+            yield n, rec
+
+
+def _table_records(rows: list[dict]) -> Iterator[tuple[int, Any]]:
+    yield from enumerate(rows, 1)
+
+
+def _source(path: str) -> Iterator[tuple[int, Any]]:
+    p = Path(path)
+    if path.startswith("hf:"):
+        from datasets import load_dataset  # online users: a hub dataset name
+
+        return _table_records(list(load_dataset(path[3:], split="train")))
+    if not p.exists():
+        raise InputError(path, None, None, "no such file or directory")
+    if p.is_dir():
+        from datasets import load_from_disk
+
+        try:
+            ds = load_from_disk(str(p))
+        except (FileNotFoundError, ValueError) as e:
+            raise InputError(path, None, None, f"not a saved dataset ({e})") from None
+        if hasattr(ds, "keys"):
+            ds = ds["train"] if "train" in ds else ds[next(iter(ds.keys()))]
+        return _table_records(list(ds))
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return _table_records(pq.read_table(p).to_pylist())
+        except Exception as e:  # pyarrow raises several types for corrupt files
+            raise InputError(path, None, None, f"unreadable parquet ({e})") from None
+    return _jsonl_records(p)
+
+
+def load_examples(path: str | Path, require_reply: bool = True) -> list[dict]:
+    """All records of a JSONL / Parquet / saved-dataset file, validated and normalized."""
+    path = str(path)
+    out = [validate_record(rec, path, n, require_reply) for n, rec in _source(path)]
+    if not out:
+        raise InputError(path, None, None, "no examples (empty file)")
+    return out
+
+
+def save_examples(path: str | Path, examples: list[dict]) -> Path:
+    """Write examples as JSONL or Parquet (by suffix), atomically."""
+    from ..io import atomic_path, write_jsonl
+
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        keys = dict.fromkeys(k for ex in examples for k in ex)  # from_pylist sees row 1 only
+        table = pa.Table.from_pydict({k: [ex.get(k) for ex in examples] for k in keys})
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        return path
+    if path.suffix not in (".jsonl", ".json"):
+        raise AdaptlabError(f"{path}: unsupported output format (use .jsonl or .parquet)")
+    return write_jsonl(path, examples)

@@ -1,0 +1,70 @@
+"""Load a model + tokenizer from any reference, at a precision, optionally with a LoRA adapter."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from ..errors import AdaptlabError, require
+from .chat import ensure_template
+from .registry import resolve
+
+Precision = Literal["fp32", "bf16", "int8"]
+
+
+def int8_config(device: str):
+    """8-bit frozen base: bitsandbytes (CPU and CUDA); torchao where bitsandbytes is missing."""
+    import importlib.util
+
+    from transformers import BitsAndBytesConfig, TorchAoConfig
+
+    if importlib.util.find_spec("bitsandbytes"):
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if importlib.util.find_spec("torchao"):
+        from torchao.quantization import Int8WeightOnlyConfig
+
+        return TorchAoConfig(quant_type=Int8WeightOnlyConfig())
+    raise AdaptlabError("precision=int8 needs bitsandbytes or torchao: pip install bitsandbytes")
+
+
+def load_tokenizer(ref: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path = resolve(ref)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    ensure_template(tok)
+    return tok
+
+
+def load_model(ref: str, precision: Precision = "fp32", adapter: str | None = None,
+               device: str = "cpu", trust_remote_code: bool = False):
+    """Returns (model, tokenizer). Weights load from safetensors only."""
+    torch = require("torch", "train")
+    transformers = require("transformers", "train")
+    path = resolve(ref)
+    kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=True)
+    if precision == "int8":
+        kwargs.update(quantization_config=int8_config(device), device_map=device, dtype=torch.float32)
+    else:
+        kwargs["dtype"] = torch.bfloat16 if precision == "bf16" else torch.float32
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as e:
+        raise AdaptlabError(f"cannot load model '{ref}': {str(e).splitlines()[0]}") from None
+    if precision != "int8":
+        model.to(device)
+    tok = load_tokenizer(ref, trust_remote_code)
+    if adapter is not None:
+        model = attach_adapter(model, adapter)
+    return model.eval(), tok
+
+
+def attach_adapter(model, adapter: str, name: str = "default"):
+    """Attach a PEFT adapter directory (or add it under `name` to an existing PeftModel)."""
+    peft = require("peft", "train")
+    p = Path(adapter)
+    if not (p / "adapter_config.json").exists():
+        raise AdaptlabError(f"{adapter}: not an adapter directory (no adapter_config.json)")
+    if isinstance(model, peft.PeftModel):
+        model.load_adapter(str(p), adapter_name=name)
+        return model
+    return peft.PeftModel.from_pretrained(model, str(p), adapter_name=name)

@@ -1,0 +1,51 @@
+"""Tokenize chats with assistant-only labels; length-grouped batches to avoid wasted padding."""
+from __future__ import annotations
+
+import random
+
+from ..errors import InputError
+from ..models.chat import assistant_labels
+
+
+def tokenize(tok, examples: list[dict], max_length: int, truncate: bool, source: str = "data"):
+    rows = []
+    for n, ex in enumerate(examples, 1):
+        ids, labels = assistant_labels(tok, ex["messages"])
+        if len(ids) > max_length and not truncate:
+            raise InputError(source, n, "messages",
+                             f"{len(ids)} tokens, longer than max_length={max_length} "
+                             "(raise max_length or set truncate=true)")
+        ids, labels = ids[:max_length], labels[:max_length]
+        if all(x == -100 for x in labels):
+            raise InputError(source, n, "messages", "no assistant tokens left to train on")
+        rows.append((ids, labels))
+    return rows
+
+
+def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Shuffle, sort by length inside windows of 16 batches, then shuffle the batches."""
+    rng = random.Random(seed * 100003 + epoch)
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    window = batch_size * 16
+    batches = []
+    for w in range(0, len(idx), window):
+        chunk = sorted(idx[w : w + window], key=lambda i: lengths[i])
+        batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(rows, indices, pad_id: int, device):
+    import torch
+
+    width = max(len(rows[i][0]) for i in indices)
+    ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(indices), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(indices), width), dtype=torch.long)
+    for r, i in enumerate(indices):
+        x, y = rows[i]
+        ids[r, : len(x)] = torch.tensor(x)
+        labels[r, : len(y)] = torch.tensor(y)
+        mask[r, : len(x)] = 1
+    return ids.to(device), mask.to(device), labels.to(device)
