@@ -101,3 +101,27 @@ class LocalLM:
             self.model = self.model.unload()
         if path is not None:
             self.model = attach_adapter(self.model, path).eval()
+
+    # -- multiple choice ----------------------------------------------------------------------
+    def choice_logprobs(self, chats: Sequence[Chat], options: Sequence[str]) -> list[list[float]]:
+        """Log-probability of each option's first token as the reply to each chat: one forward
+        pass per chat, for judges and multiple-choice probes (options must differ in first token)."""
+        import torch
+
+        first = [self.tok(o, add_special_tokens=False).input_ids[0] for o in options]
+        if len(set(first)) != len(first):
+            raise ValueError(f"options {list(options)} share a first token; use score() instead")
+        prompts = [render_ids(self.tok, c, add_generation_prompt=True) for c in chats]
+        out: list[list[float]] = [[] for _ in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        with progress.bar(total=len(prompts), desc=f"judge {self.name}", unit="text") as pb:
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                ids, mask = self._left_pad([prompts[i] for i in idx])
+                with torch.no_grad():
+                    logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1].float()
+                logp = torch.log_softmax(logits, -1)[:, first]
+                for r, i in enumerate(idx):
+                    out[i] = [float(v) for v in logp[r]]
+                pb.update(len(idx))
+        return out

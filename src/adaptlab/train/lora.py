@@ -142,6 +142,8 @@ def tune(cfg: TuneConfig, examples: list[dict], out: str | Path, source: str = "
     micro = [b for e in range(math.ceil(total * cfg.grad_accum / per_epoch) + 1)
              for b in batch_order(lengths, cfg.batch_size, cfg.seed, e)][: total * cfg.grad_accum]
     t0, tokens = time.time(), 0
+    # loss.csv's tokens/seconds are cumulative over the whole run, across resumes
+    done = logs["loss"][-1] if logs["loss"] else {"tokens": 0, "seconds": 0.0}
     model.train()
     with progress.bar(total=total, desc="tune", unit="step") as pb:
         pb.update(step)
@@ -159,8 +161,8 @@ def tune(cfg: TuneConfig, examples: list[dict], out: str | Path, source: str = "
             opt.zero_grad(set_to_none=True)
             step += 1
             logs["loss"].append({"step": step, "loss": round(loss_sum, 6),
-                                 "lr": sched.get_last_lr()[0], "tokens": tokens,
-                                 "seconds": round(time.time() - t0, 2)})
+                                 "lr": sched.get_last_lr()[0], "tokens": done["tokens"] + tokens,
+                                 "seconds": round(done["seconds"] + time.time() - t0, 2)})
             pb.update(1)
             pb.set_postfix(loss=f"{loss_sum:.3f}")
             if eval_hook and cfg.eval_every and (step % cfg.eval_every == 0 or step == total):

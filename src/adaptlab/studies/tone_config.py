@@ -1,0 +1,104 @@
+"""Configuration of the tone-of-voice study (one dataclass per part)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..synth.simulate import ToneSpec
+from ..train.config import TuneConfig
+
+
+@dataclass
+class BackendConfig:
+    """Where an LM runs: a local model (packaged name, dir or hub id) or an OpenAI-compatible URL."""
+
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    """Model reference (local) or model name (openai)."""
+    backend: Literal["local", "openai"] = "local"
+    """local = transformers on this machine; openai = any OpenAI-compatible endpoint."""
+    base_url: str | None = None
+    """Endpoint for backend=openai (vLLM, llama.cpp server, Ollama, OpenAI)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (never written anywhere)."""
+    batch_size: int = 8
+    """Local batch size / HTTP concurrency."""
+    precision: Literal["fp32", "bf16", "int8"] = "fp32"
+    """Local weights precision for inference."""
+
+
+@dataclass
+class SplitConfig:
+    """How the corpus is split, by passage, so no passage is seen in training and evaluation."""
+
+    eval_questions: int = 24
+    """Held-out questions for the final comparison."""
+    val_questions: int = 12
+    """Validation questions for the convergence curves (tone rate during training)."""
+    train_questions: int = 130
+    """Questions to simulate answers for (candidates; filters then drop some)."""
+
+
+@dataclass
+class FilterConfig:
+    """Thresholds of the simulated-data filters."""
+
+    min_words: int = 5
+    max_copy: float = 0.5
+    """Max share of the answer's 8-grams copied verbatim from the passage."""
+    min_topic_sim: float = 0.3
+    """Min MiniLM cosine between answer and passage."""
+    min_tone: float = 0.5
+    """Min classifier-judge probability of being in tone."""
+    max_dup_sim: float = 0.95
+    """Max cosine to an already kept answer."""
+
+
+@dataclass
+class Config:
+    name: str = "tone"
+    """Run name: outputs go to runs/<name>/."""
+    corpus: str = "corpora/tone/passages.jsonl"
+    """Passages with questions and neutral reference answers (JSONL)."""
+    calibration: str = "corpora/tone/calibration.jsonl"
+    """Labeled texts (label 1 = in tone) to train and calibrate the judges."""
+    tone: ToneSpec = field(default_factory=ToneSpec)
+    """The target tone."""
+    student: str = "smollm2-135m-instruct"
+    """The model to tune."""
+    teacher: BackendConfig = field(default_factory=BackendConfig)
+    """Simulates the training data; also a system in the comparison."""
+    judge: BackendConfig = field(default_factory=lambda: BackendConfig(model="smollm2-135m-instruct"))
+    """The LLM tone judge's model."""
+    judge_calibration_limit: int = 0
+    """Calibrate the LLM judge on the first N labeled texts (0 = all)."""
+    split: SplitConfig = field(default_factory=SplitConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    context: Literal["none", "passage"] = "none"
+    """What the student sees besides the question: nothing, or the source passage."""
+    train_sizes: list[int] = field(default_factory=lambda: [100])
+    """Numbers of simulated examples N to tune on (each gets its own adapter)."""
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
+    """Precisions to tune at (fp32, bf16, int8); the first is the main one."""
+    main_size: int = 100
+    """The N whose adapter is compared side by side with the other systems."""
+    tune: TuneConfig = field(default_factory=lambda: TuneConfig(epochs=2, batch_size=4, lr=3e-4,
+                                                                 save_every=5))
+    """LoRA settings shared by every (N, precision)."""
+    curve_every: int = 10
+    """Tone rate on the validation questions every this many steps (0 = no curves)."""
+    max_new_tokens: int = 80
+    """Answer length for simulation and evaluation."""
+    teacher_temperature: float = 0.7
+    """Sampling temperature of the simulation."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for p in self.precisions:
+            if p not in ("fp32", "bf16", "int8"):
+                raise ValueError(f"precisions: expected fp32/bf16/int8, got {p!r}")
+        if not self.train_sizes or min(self.train_sizes) < 1:
+            raise ValueError("train_sizes: expected positive sizes")
+        if self.main_size not in self.train_sizes:
+            raise ValueError(f"main_size {self.main_size} is not in train_sizes {self.train_sizes}")
+        if not self.precisions:
+            raise ValueError("precisions: expected at least one")

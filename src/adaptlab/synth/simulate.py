@@ -1,0 +1,73 @@
+"""Simulate training data: a teacher turns (passage, question) into an answer in the target tone.
+
+Generation is journaled chunk by chunk (each chunk with its own seed), so a killed run resumes
+where it stopped and produces exactly what an uninterrupted run would.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .. import progress
+from ..io import append_jsonl, read_journal
+from ..lm.base import GenParams
+
+
+@dataclass
+class ToneSpec:
+    """The target tone: a description, optional examples and counter-examples."""
+
+    description: str = (
+        "natural, spoken and conversational, the way a friendly voice assistant talks: short "
+        "sentences, contractions, speaks to the listener as \"you\", warm, no lists, no markdown, "
+        "no headings"
+    )
+    """What the tone is, in one or two sentences."""
+    contrast: str = (
+        "formal written reference style, like an encyclopedia, textbook or document; may use "
+        "lists, headings and markdown"
+    )
+    """What the tone is not (used by the LLM judge's contrastive scoring)."""
+    examples: list[str] = field(default_factory=list)
+    """Texts in the tone."""
+    counter_examples: list[str] = field(default_factory=list)
+    """Texts not in the tone."""
+
+    def system_prompt(self) -> str:
+        """The tone as a system prompt, for teachers and for the prompted baseline."""
+        parts = [f"You are a voice assistant. Always answer in this tone: {self.description}."]
+        if self.examples:
+            parts.append("Examples of the tone:\n" + "\n".join(f"- {e}" for e in self.examples))
+        if self.counter_examples:
+            parts.append("Never sound like this:\n" + "\n".join(f"- {e}" for e in self.counter_examples))
+        return "\n\n".join(parts)
+
+
+def teacher_chat(spec: ToneSpec, passage: str, question: str) -> list[dict]:
+    user = (f"Source passage:\n{passage}\n\nQuestion: {question}\n\n"
+            "Answer the question using only facts from the passage, in two to four short spoken "
+            "sentences, in the tone described. Reply with the answer only.")
+    return [{"role": "system", "content": spec.system_prompt()}, {"role": "user", "content": user}]
+
+
+def simulate(items: Sequence[dict], teacher, spec: ToneSpec, params: GenParams, journal: Path,
+             chunk: int = 16) -> list[dict]:
+    """Answer every item ({id, passage, question, answer}) with the teacher; resumable."""
+    done = {r["id"]: r for r in read_journal(journal)}
+    todo = [it for it in items if it["id"] not in done]
+    if done:
+        progress.log(f"simulate: {len(done)} done earlier, {len(todo)} to go")
+    chunks = [list(items[i : i + chunk]) for i in range(0, len(items), chunk)]
+    with progress.bar(total=len(items), desc="simulate", unit="answer") as pb:
+        pb.update(len(done))
+        for k, ch in enumerate(chunks):
+            if all(it["id"] in done for it in ch):
+                continue
+            p = GenParams(**{**params.to_dict(), "stop": tuple(params.stop), "seed": params.seed + k})
+            outs = teacher.chat([teacher_chat(spec, it["passage"], it["question"]) for it in ch], p)
+            rows = [{**it, "simulated": o} for it, o in zip(ch, outs)]
+            append_jsonl(journal, rows)
+            done.update({r["id"]: r for r in rows})
+            pb.update(len(ch))
+    return [done[it["id"]] for it in items]
