@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+# Two torch processes on two cores spin-wait each other to a crawl without this.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test test-all bench clean
 
@@ -21,7 +23,7 @@ $(VENV)/.setup-done: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.setup-done
 
 demo: setup
-	$(BIN)/adaptlab run recipes/quickstart.yaml
+	$(BIN)/adaptlab run recipes/tone.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q

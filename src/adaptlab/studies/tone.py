@@ -145,10 +145,10 @@ def stage_simulate(cfg: Config, d: Path, work: Path, split_dir: Path, run_dir: P
     from ..synth.filters import filter_answers
     from ..synth.simulate import simulate
 
-    items = read_jsonl(split_dir / "train.jsonl")
+    items = [{**it, "facts": it[cfg.teacher_source]} for it in read_jsonl(split_dir / "train.jsonl")]
     teacher = make_lm(cfg.teacher, run_dir / "cache.sqlite")
     rows = simulate(items, teacher, cfg.tone, gen_params(cfg, cfg.teacher_temperature),
-                    work / "journal.jsonl")
+                    work / "journal.jsonl", chunk=cfg.teacher.batch_size)
     f = cfg.filters
     scores = classifier(cfg).score([r["simulated"] for r in rows])
     kept, stats = filter_answers(rows, scores, f.min_words, f.max_copy, f.min_topic_sim,
@@ -206,7 +206,7 @@ def run(cfg: Config, recipe_path: str = "") -> dict:
     judges = r.stage("judges", {k: c[k] for k in ("tone", "judge", "judge_calibration_limit", "seed")},
                      {"calibration": cfg.calibration}, lambda d, w: stage_judges(cfg, d, r.dir))
     sim = r.stage("simulate", {k: c[k] for k in ("tone", "teacher", "filters", "max_new_tokens",
-                                                  "teacher_temperature", "context", "seed")},
+                                                  "teacher_temperature", "teacher_source", "context", "seed")},
                   {"split": split.dir / "train.jsonl", "calibration": cfg.calibration},
                   lambda d, w: stage_simulate(cfg, d, w, split.dir, r.dir))
     tuned = {}

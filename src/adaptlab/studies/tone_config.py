@@ -73,6 +73,8 @@ class Config:
     """Calibrate the LLM judge on the first N labeled texts (0 = all)."""
     split: SplitConfig = field(default_factory=SplitConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
+    teacher_source: Literal["answer", "passage"] = "answer"
+    """Facts the teacher restyles: the neutral reference answer (short prompts, fast) or the passage."""
     context: Literal["none", "passage"] = "none"
     """What the student sees besides the question: nothing, or the source passage."""
     train_sizes: list[int] = field(default_factory=lambda: [100])
@@ -88,6 +90,8 @@ class Config:
     """Tone rate on the validation questions every this many steps (0 = no curves)."""
     max_new_tokens: int = 80
     """Answer length for simulation and evaluation."""
+    eval_batch_size: int = 24
+    """Student batch size for evaluation (bigger batches decode much faster on CPU)."""
     teacher_temperature: float = 0.7
     """Sampling temperature of the simulation."""
     seed: int = 0

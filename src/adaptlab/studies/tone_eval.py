@@ -9,8 +9,13 @@ from .tone import classifier, gen_params, load_calibration, make_lm, student_cha
 from .tone_config import BackendConfig, Config
 
 
-def _answers(lm, items, cfg: Config, system: str | None) -> list[str]:
-    return lm.chat([student_chat(it, cfg, system) for it in items], gen_params(cfg))
+def _answers(lm, items, cfg: Config, system: str | None, demos: bool = False) -> list[str]:
+    from ..synth.simulate import demo_turns
+
+    def chat(it):
+        c = student_chat(it, cfg, system)
+        return c[:1] + demo_turns(cfg.tone, with_facts=False) + c[1:] if demos else c
+    return lm.chat([chat(it) for it in items], gen_params(cfg))
 
 
 def _system_metrics(answers: list[str], items: list[dict], clf_scores, llm_scores) -> dict:
@@ -36,7 +41,7 @@ def stage_evaluate(cfg: Config, d: Path, split_dir: Path, judges_dir: Path, tune
 
     items = read_jsonl(split_dir / "eval.jsonl")
     cache = run_dir / "cache.sqlite"
-    student_cfg = BackendConfig(model=cfg.student, batch_size=8)
+    student_cfg = BackendConfig(model=cfg.student, batch_size=cfg.eval_batch_size)
     student = make_lm(student_cfg, cache)
     main = f"tune-{cfg.precisions[0]}-n{cfg.main_size}"
     answers = {
@@ -53,7 +58,7 @@ def stage_evaluate(cfg: Config, d: Path, split_dir: Path, judges_dir: Path, tune
         student.inner.model = lm.inner.model.unload()  # back to the bare base for the next one
     answers["tuned"] = per_adapter[main]
     teacher = make_lm(cfg.teacher, cache)
-    answers["teacher"] = _answers(teacher, items, cfg, cfg.tone.system_prompt())
+    answers["teacher"] = _answers(teacher, items, cfg, cfg.tone.system_prompt(), demos=True)
 
     clf = classifier(cfg)
     judge_meta = read_json(judges_dir / "judges.json")

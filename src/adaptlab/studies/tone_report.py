@@ -9,7 +9,7 @@ from ..report.render import save_plot, table, write_report
 from .tone_config import Config
 
 SYSTEMS = {"base": "base student, no system prompt", "prompted": "base student + tone system prompt",
-           "tuned": "tuned student (LoRA), no system prompt", "teacher": "teacher + tone system prompt"}
+           "tuned": "tuned student (LoRA), no system prompt", "teacher": "teacher + tone system prompt (+ demos)"}
 
 
 def _plt():

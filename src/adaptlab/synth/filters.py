@@ -6,6 +6,16 @@ from collections import Counter
 from typing import Sequence
 
 END = re.compile(r"[.!?…\"')\]]\s*$")
+_LAST_SENTENCE_END = re.compile(r"^(.*[.!?…])[^.!?…]*$", re.S)
+
+
+def trim_incomplete(text: str) -> str:
+    """Drop a trailing unfinished sentence (generation hit its token limit mid-sentence)."""
+    text = text.strip()
+    if END.search(text):
+        return text
+    m = _LAST_SENTENCE_END.match(text)
+    return m.group(1).strip() if m else text
 
 
 def ngram_copy_share(answer: str, source: str, n: int = 8) -> float:
@@ -25,7 +35,9 @@ def filter_answers(rows: Sequence[dict], tone_scores: Sequence[float], min_words
     """
     from ..evaluate.embed import embed, pairwise_cosine
 
-    texts = [r["simulated"] for r in rows]
+    trimmed = [trim_incomplete(r["simulated"]) for r in rows]
+    rows = [{**r, "simulated": t, "trimmed": t != r["simulated"].strip()} for r, t in zip(rows, trimmed)]
+    texts = trimmed
     topic = pairwise_cosine(texts, [r["passage"] for r in rows], embed_ref)
     emb = embed(texts, embed_ref)
     kept, kept_idx, reasons = [], [], Counter()
@@ -33,10 +45,10 @@ def filter_answers(rows: Sequence[dict], tone_scores: Sequence[float], min_words
         t = texts[i].strip()
         reason = None
         if len(t.split()) < min_words:
-            reason = "empty"
+            reason = "empty_or_truncated" if r["trimmed"] else "empty"
         elif not END.search(t):
             reason = "truncated"
-        elif ngram_copy_share(t, r["passage"]) > max_copy:
+        elif ngram_copy_share(t, r.get("facts", r["passage"])) > max_copy:
             reason = "copied"
         elif topic[i] < min_topic_sim:
             reason = "off_topic"
@@ -51,4 +63,5 @@ def filter_answers(rows: Sequence[dict], tone_scores: Sequence[float], min_words
         else:
             kept.append(r)
             kept_idx.append(i)
-    return kept, {"candidates": len(rows), "kept": len(kept), "dropped": dict(reasons)}
+    return kept, {"candidates": len(rows), "kept": len(kept), "dropped": dict(reasons),
+                  "trimmed_unfinished_sentence": sum(r["trimmed"] for r in rows)}

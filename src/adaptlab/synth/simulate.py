@@ -15,6 +15,15 @@ from ..lm.base import GenParams
 
 
 @dataclass
+class Demo:
+    """One worked example of the tone: a question, neutral facts, and the answer in the tone."""
+
+    question: str
+    facts: str = ""
+    answer: str = ""
+
+
+@dataclass
 class ToneSpec:
     """The target tone: a description, optional examples and counter-examples."""
 
@@ -33,6 +42,9 @@ class ToneSpec:
     """Texts in the tone."""
     counter_examples: list[str] = field(default_factory=list)
     """Texts not in the tone."""
+    demos: list[Demo] = field(default_factory=list)
+    """Worked examples, given to the teacher as earlier chat turns (small teachers follow
+    demonstrations far better than instructions)."""
 
     def system_prompt(self) -> str:
         """The tone as a system prompt, for teachers and for the prompted baseline."""
@@ -44,16 +56,29 @@ class ToneSpec:
         return "\n\n".join(parts)
 
 
-def teacher_chat(spec: ToneSpec, passage: str, question: str) -> list[dict]:
-    user = (f"Source passage:\n{passage}\n\nQuestion: {question}\n\n"
-            "Answer the question using only facts from the passage, in two to four short spoken "
-            "sentences, in the tone described. Reply with the answer only.")
-    return [{"role": "system", "content": spec.system_prompt()}, {"role": "user", "content": user}]
+def _ask(question: str, facts: str | None) -> str:
+    return f"Question: {question}\nFacts: {facts}" if facts is not None else question
+
+
+def demo_turns(spec: ToneSpec, with_facts: bool) -> list[dict]:
+    turns = []
+    for d in spec.demos:
+        turns += [{"role": "user", "content": _ask(d.question, d.facts if with_facts else None)},
+                  {"role": "assistant", "content": d.answer}]
+    return turns
+
+
+def teacher_chat(spec: ToneSpec, facts: str, question: str) -> list[dict]:
+    """System prompt, the demos as earlier turns, then the question with the facts to use."""
+    system = spec.system_prompt() + ("\n\nAnswer from the facts given, in two to four short "
+                                     "spoken sentences. Reply with the answer only.")
+    return ([{"role": "system", "content": system}] + demo_turns(spec, with_facts=True)
+            + [{"role": "user", "content": _ask(question, facts)}])
 
 
 def simulate(items: Sequence[dict], teacher, spec: ToneSpec, params: GenParams, journal: Path,
              chunk: int = 16) -> list[dict]:
-    """Answer every item ({id, passage, question, answer}) with the teacher; resumable."""
+    """Answer every item ({id, facts, question}) with the teacher; resumable."""
     done = {r["id"]: r for r in read_journal(journal)}
     todo = [it for it in items if it["id"] not in done]
     if done:
@@ -65,7 +90,7 @@ def simulate(items: Sequence[dict], teacher, spec: ToneSpec, params: GenParams, 
             if all(it["id"] in done for it in ch):
                 continue
             p = GenParams(**{**params.to_dict(), "stop": tuple(params.stop), "seed": params.seed + k})
-            outs = teacher.chat([teacher_chat(spec, it["passage"], it["question"]) for it in ch], p)
+            outs = teacher.chat([teacher_chat(spec, it["facts"], it["question"]) for it in ch], p)
             rows = [{**it, "simulated": o} for it, o in zip(ch, outs)]
             append_jsonl(journal, rows)
             done.update({r["id"]: r for r in rows})

@@ -1,0 +1,114 @@
+"""Markdown tables from bench/results/*.json; optionally written into README.md between markers.
+
+    python -m bench.table                    # print
+    python -m bench.table --readme README.md # replace the block between the bench markers
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .common import RESULTS
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def _load(results: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
+
+
+def _machine(m: dict) -> str:
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+    isa = "/".join(m.get("isa", [])) or "?"
+    return (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores ({isa}), {m.get('ram_gb', '?')} GB RAM{gpu}; "
+            f"torch {m.get('torch', '?')} with {m.get('torch_threads', '?')} threads")
+
+
+def _fmt(x, nd=2) -> str:
+    if x is None:
+        return "–"
+    return f"{x:,.{nd}f}" if isinstance(x, float) else f"{x:,}"
+
+
+def train_table(r: dict) -> str:
+    rows = {c["contender"]: c for c in r["contenders"]}
+    ref = rows.get("adaptlab")
+    head = (f"**LoRA SFT** — {r['model']}, {r['precision']}, LoRA r={r['lora']['r']} on q/k/v/o, batch "
+            f"{r['batch_size']}, {r['steps']} optimizer steps, lr {r['lr']}, {r['train_examples']} train / "
+            f"{r['val_examples']} validation chats. Untuned validation loss: {r['base_val_loss']:.3f}. "
+            f"fp32 matmul ceiling: {r['matmul_flops_fp32'] / 1e9:.0f} GFLOP/s.\n\n")
+    lines = ["| contender | tokens/s | adaptlab ÷ this | s/step (median) | peak RAM MB | final train loss | "
+             "val loss | MFU |", "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for name, c in rows.items():
+        ratio = f"{ref['tokens_per_s'] / c['tokens_per_s']:.2f}×" if ref else "–"
+        gc = " (grad. checkpointing)" if c.get("gradient_checkpointing") else ""
+        lines.append(f"| {name}{gc} | {_fmt(c['tokens_per_s'], 1)} | {ratio} | {c['s_per_step']:.2f} "
+                     f"({c['median_s_per_step']:.2f}) | {_fmt(c['peak_rss_mb_train'], 0)} | "
+                     f"{c['final_train_loss']:.3f} ({c['train_loss_on']}) | {c['val_loss']:.3f} | "
+                     f"{100 * c['mfu']:.1f}% |")
+    return head + "\n".join(lines) + "\n"
+
+
+def generate_table(r: dict) -> str:
+    head = (f"**Generation** — {r['model']}, {r['precision']}, greedy, {r['max_new_tokens']} new tokens max, "
+            f"{r['prompts']} prompts; peak RAM {r['peak_rss_mb']:.0f} MB.\n\n")
+    lines = ["| contender | batch | tokens/s | speedup vs naive | outputs identical to naive | seconds |",
+             "|---|--:|--:|--:|--:|--:|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['contender']} | {row['batch_size']} | {row['tokens_per_s']:.1f} | "
+                     f"{row['speedup']:.2f}× | {row['identical']}/{r['prompts']} | {row['seconds']:.1f} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def profile_table(r: dict) -> str:
+    head = (f"**Where an adaptlab training step goes** — torch.profiler over {r['steps']} steps "
+            f"({r['s_per_step']:.2f} s/step, self CPU time by op).\n\n")
+    lines = ["| op | share of self CPU time |", "|---|--:|"]
+    for op in r["top_ops"][:8]:
+        lines.append(f"| `{op['name']}` | {op['share'] * 100:.1f}% |")
+    return head + "\n".join(lines) + "\n"
+
+
+def render(results: Path = RESULTS) -> str:
+    res = _load(results)
+    if not res:
+        return "No benchmark results yet: run `python -m bench.run`.\n"
+    machine = next(iter(res.values())).get("machine", {})
+    parts = [f"Measured {next(iter(res.values())).get('date', '')[:10]} on {_machine(machine)}.\n"]
+    for name, fn in (("train_sft", train_table), ("generate", generate_table), ("profile_train", profile_table)):
+        if name in res:
+            parts.append(fn(res[name]))
+    return "\n".join(parts)
+
+
+def update_readme(path: Path, text: str) -> bool:
+    """Replace the text between the bench markers; False (file untouched) when they are absent."""
+    doc = path.read_text(encoding="utf-8")
+    i, j = doc.find(START), doc.find(END)
+    if i < 0 or j < i:
+        return False
+    new = doc[: i + len(START)] + "\n" + text.rstrip() + "\n" + doc[j:]
+    tmp = path.with_name(f".{path.name}.bench.tmp")
+    tmp.write_text(new, encoding="utf-8")
+    tmp.replace(path)
+    return True
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--readme", type=Path, help="file whose bench:start/bench:end block to replace")
+    p.add_argument("--results", type=Path, default=RESULTS)
+    a = p.parse_args(argv)
+    text = render(a.results)
+    print(text)
+    if a.readme:
+        if update_readme(a.readme, text):
+            print(f"[bench] updated {a.readme}", file=sys.stderr)
+        else:
+            print(f"[bench] {a.readme} has no {START} … {END} block; left unchanged", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
