@@ -40,6 +40,10 @@ def load_model(ref: str, precision: Precision = "fp32", adapter: str | None = No
     """Returns (model, tokenizer). Weights load from safetensors only."""
     torch = require("torch", "train")
     transformers = require("transformers", "train")
+    from .. import progress
+
+    if not progress.enabled():
+        transformers.utils.logging.disable_progress_bar()
     path = resolve(ref)
     kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=True)
     if precision == "int8":

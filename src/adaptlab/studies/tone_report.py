@@ -99,8 +99,14 @@ def stage_report(cfg: Config, d: Path, run, split, judges, sim, tuned: dict, ev)
                   {"judge": f"LLM ({jm['llm_model']}, calibrated bias, 5-fold CV)",
                    **{k: jm["llm"][k] for k in ("n", "accuracy", "in_tone_recall", "off_tone_recall", "chance")}}]
     drops = [{"reason": k, "dropped": v} for k, v in fstats["dropped"].items()] or [{"reason": "none", "dropped": 0}]
+    got = ", ".join(f"N={a['n']} {a['precision']}" for a in adapters.values())
+    scale = (f"Student {cfg.student}; teacher {cfg.teacher.model} ({cfg.teacher.backend}); LLM judge "
+             f"{cfg.judge.model}. Requested N {cfg.train_sizes} x precisions {cfg.precisions}; "
+             f"trained: {got} (N is capped by the simulated examples that pass the filters). "
+             f"{metrics['n_eval']} held-out questions, greedy decoding, {cfg.max_new_tokens} new tokens.")
     sections = [
         {"title": "Verdict", "text": _verdict(systems)},
+        {"title": "Scale of this run", "text": scale},
         {"title": f"Comparison on {metrics['n_eval']} held-out questions (main adapter: {metrics['main_adapter']})",
          "table": table(rows), "image": _plot_systems(d, systems)},
         {"title": "Tone rate vs N", "table": table(list(adapters.values())),
