@@ -144,6 +144,9 @@ def tune(cfg: TuneConfig, examples: list[dict], out: str | Path, source: str = "
     t0, tokens = time.time(), 0
     # loss.csv's tokens/seconds are cumulative over the whole run, across resumes
     done = logs["loss"][-1] if logs["loss"] else {"tokens": 0, "seconds": 0.0}
+    if eval_hook and cfg.eval_every and step == 0:  # the curve's starting point: the bare base
+        model.eval()
+        logs["eval"] = [{"step": 0, **eval_hook(0, acc.unwrap_model(model), tok)}]
     model.train()
     with progress.bar(total=total, desc="tune", unit="step") as pb:
         pb.update(step)
