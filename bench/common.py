@@ -111,12 +111,15 @@ def run_child(module: str, args: list[str], timeout: float | None = None) -> dic
         out = Path(d) / "result.json"
         cmd = [sys.executable, "-m", module, *args, "--json-out", str(out)]
         env = {**os.environ, **ENV}
+        load_before = os.getloadavg()[0]
         t = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=timeout)
         if proc.returncode != 0 or not out.exists():
             raise RuntimeError(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
         res = json.loads(out.read_text())
         res["process_wall_s"] = round(time.perf_counter() - t, 1)
+        # 1-minute load average around the child: > its own threads means something else competed
+        res["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         return res
 
 
@@ -134,8 +137,9 @@ def write_json_atomic(path: Path, data: dict) -> Path:
     return path
 
 
-def write_result(name: str, data: dict, machine: dict | None = None) -> Path:
-    """bench/results/<name>.json, written atomically, with the machine it was measured on."""
+def write_result(name: str, data: dict, machine: dict | None = None, quick: bool = False) -> Path:
+    """bench/results/<name>.json (quick runs: bench/results/quick/), written atomically, with the
+    machine it was measured on."""
     record = {"name": name, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "machine": machine or machine_info(), **data}
-    return write_json_atomic(RESULTS / f"{name}.json", record)
+    return write_json_atomic((RESULTS / "quick" if quick else RESULTS) / f"{name}.json", record)

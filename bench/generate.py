@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import MODEL, RESULTS, machine_info, peak_rss_mb, questions, run_child, write_json_atomic, write_result
+from .common import MODEL, machine_info, peak_rss_mb, questions, run_child, write_json_atomic, write_result
 
 MAX_NEW = 48
 
@@ -117,10 +117,7 @@ def run(n_prompts: int = 32, sizes=(1, 4, 8, 16, 32), quick: bool = False) -> di
             "notes": ["tokens = new tokens up to and including the first stop token; slots = all "
                       "positions generated, including those of rows already finished",
                       "identical = batched text equal to the one-at-a-time text for the same prompt"]}
-    if quick:
-        write_json_atomic(RESULTS / "quick" / "generate.json", {"name": "generate", "machine": machine, **data})
-    else:
-        write_result("generate", data, machine)
+    write_result("generate", data, machine, quick)
     return data
 
 

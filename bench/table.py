@@ -32,6 +32,12 @@ def _fmt(x, nd=2) -> str:
     return f"{x:,.{nd}f}" if isinstance(x, float) else f"{x:,}"
 
 
+def _loadavg(row: dict) -> str:
+    """1-minute load average before → after the contender's process (2 cores: ~2 is only us)."""
+    la = row.get("loadavg_1m")
+    return f"{la[0]:.1f}→{la[1]:.1f}" if la else "–"
+
+
 def train_table(r: dict) -> str:
     rows = {c["contender"]: c for c in r["contenders"]}
     ref = rows.get("adaptlab")
@@ -40,21 +46,22 @@ def train_table(r: dict) -> str:
             f"{r['val_examples']} validation chats. Untuned validation loss: {r['base_val_loss']:.3f}. "
             f"fp32 matmul ceiling: {r['matmul_flops_fp32'] / 1e9:.0f} GFLOP/s.\n\n")
     lines = ["| contender | tokens/s | adaptlab ÷ this | s/step (median) | peak RAM MB | final train loss | "
-             "val loss | MFU |", "|---|--:|--:|--:|--:|--:|--:|--:|"]
+             "val loss | MFU | load avg |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for name, c in rows.items():
         ratio = f"{ref['tokens_per_s'] / c['tokens_per_s']:.2f}×" if ref else "–"
         gc = " (grad. checkpointing)" if c.get("gradient_checkpointing") else ""
         lines.append(f"| {name}{gc} | {_fmt(c['tokens_per_s'], 1)} | {ratio} | {c['s_per_step']:.2f} "
                      f"({c['median_s_per_step']:.2f}) | {_fmt(c['peak_rss_mb_train'], 0)} | "
                      f"{c['final_train_loss']:.3f} ({c['train_loss_on']}) | {c['val_loss']:.3f} | "
-                     f"{100 * c['mfu']:.1f}% |")
+                     f"{100 * c['mfu']:.1f}% | {_loadavg(c)} |")
     return head + "\n".join(lines) + "\n"
 
 
 def generate_table(r: dict) -> str:
     head = (f"**Generation** — {r['model']}, {r['precision']}, greedy, {r['max_new_tokens']} new tokens max, "
             f"{r['prompts']} prompts; peak RAM {r['peak_rss_mb']:.0f} MB.\n\n")
-    lines = ["| contender | batch | tokens/s | speedup vs naive | outputs identical to naive | seconds |",
+    lines = [f"Load average around the run: {_loadavg(r)}.\n",
+             "| contender | batch | tokens/s | speedup vs naive | outputs identical to naive | seconds |",
              "|---|--:|--:|--:|--:|--:|"]
     for row in r["rows"]:
         lines.append(f"| {row['contender']} | {row['batch_size']} | {row['tokens_per_s']:.1f} | "
