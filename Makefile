@@ -32,7 +32,9 @@ test-all: setup
 	$(BIN)/python -m pytest -q -m ''
 
 bench: setup
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.table --readme README.md
 
 clean:
 	rm -rf runs build *.egg-info
