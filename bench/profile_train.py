@@ -86,7 +86,7 @@ def _step_fn(model, tok, rows, opt, mode: str):
 def _time_variant(model, tok, rows, batches, mode: str, steps: int) -> dict:
     import torch
 
-    threads = torch.get_num_threads()
+    threads, attn = torch.get_num_threads(), model.config._attn_implementation
     if mode == "1 thread":
         torch.set_num_threads(1)
     if mode == "eager attention":
@@ -102,7 +102,7 @@ def _time_variant(model, tok, rows, batches, mode: str, steps: int) -> dict:
         s = time.perf_counter() - t
     finally:
         torch.set_num_threads(threads)
-        model.get_base_model().set_attn_implementation("sdpa")
+        model.get_base_model().set_attn_implementation(attn)
     return {"variant": mode, "steps": steps, "s_per_step": round(s / steps, 3),
             "tokens_per_s": round(tokens / s, 1)}
 
