@@ -1,15 +1,13 @@
 """OpenAILM against a real local HTTP server speaking /v1/chat/completions."""
 from __future__ import annotations
 
-import json
 import pickle
 import socket
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from faultserver import FAULTS, FaultServer, completion, echo, error_body
 
 pytest.importorskip("openai")
 
@@ -20,113 +18,10 @@ from adaptlab.lm.openai_http import OpenAILM  # noqa: E402
 KEY_ENV = "ADAPTLAB_TEST_OPENAI_KEY"
 
 
-def completion(text: str, model: str = "m") -> bytes:
-    return json.dumps(
-        {
-            "id": "chatcmpl-test",
-            "object": "chat.completion",
-            "created": 0,
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }
-    ).encode()
-
-
-def error_body(message: str) -> bytes:
-    return json.dumps({"error": {"message": message, "type": "test", "code": None}}).encode()
-
-
-class FakeServer:
-    """Scripted replies first (one per request, in arrival order), then normal echo answers."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.script: list[dict] = []
-        self.requests: list[dict] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.answer_delay = 0.0
-        self.suffix = ""
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def reply(self, status: int = 200, body: bytes = b"", headers: dict | None = None,
-              content_type: str = "application/json", delay: float = 0.0) -> None:
-        self.script.append(dict(status=status, body=body, headers=headers or {},
-                                content_type=content_type, delay=delay))
-
-    def _next(self, body: dict) -> dict:
-        with self.lock:
-            if self.script:
-                return self.script.pop(0)
-        text = "echo: " + body["messages"][-1]["content"] + self.suffix
-        return dict(status=200, body=completion(text, body["model"]), headers={},
-                    content_type="application/json", delay=self.answer_delay)
-
-    def _handler(self):
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                body = json.loads(raw)
-                with server.lock:
-                    server.requests.append(
-                        {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
-                    )
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    r = server._next(body)
-                    time.sleep(r["delay"])
-                    self._send(r)
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-
-            def _send(self, r):
-                try:
-                    self.send_response(r["status"])
-                    self.send_header("Content-Type", r["content_type"])
-                    for k, v in r["headers"].items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(r["body"])))
-                    self.end_headers()
-                    self.wfile.write(r["body"])
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout test)
-
-        return Handler
-
-
 @pytest.fixture
 def server():
-    s = FakeServer()
-    s.thread.start()
-    try:
+    with FaultServer() as s:
         yield s
-    finally:
-        s.httpd.shutdown()
-        s.httpd.server_close()
-        s.thread.join(timeout=5)
-        assert not s.thread.is_alive()
 
 
 @pytest.fixture
@@ -173,7 +68,7 @@ def test_empty_batch_sends_nothing(server, secret):
 
 
 def test_stop_strings_cut_as_safety_net(server, secret):
-    server.suffix = " END trailing"
+    server.answer = lambda body: echo(body) + " END trailing"
     out = make_lm(server).chat(chats(2), P)
     assert out == ["echo: q0 ", "echo: q1 "]
 
@@ -299,3 +194,17 @@ def test_pickle_roundtrip_rebuilds_client(server, secret):
     lm = pickle.loads(pickle.dumps(make_lm(server)))
     assert lm.chat(chats(1), P) == ["echo: q0"]
     assert server.requests[0]["auth"] == f"Bearer {secret}"
+
+
+@pytest.mark.parametrize("kind", FAULTS)
+def test_each_fault_kind_is_retried(kind, secret):
+    with FaultServer(slow_s=1.0) as s:
+        s.script(kind)
+        assert make_lm(s, timeout=0.3).chat(chats(1), P) == ["echo: q0"]
+        assert [r["outcome"] for r in s.requests] == [kind, "answer"]
+        assert s.faults == {kind: 1} and s.answered == {"q0": 1}
+
+
+def test_fault_server_lists_models(server, secret):
+    models = make_lm(server)._client.models.list()
+    assert [m.id for m in models.data] == ["test-model"]

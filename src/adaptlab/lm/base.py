@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 Chat = list[Message]
@@ -44,6 +44,30 @@ class LM(Protocol):
     name: str
 
     def chat(self, chats: Sequence[Chat], params: GenParams) -> list[str]: ...
+
+
+OnResult = Callable[[int, str], None]
+"""Called with (index in the batch, final text) as each answer is ready."""
+
+
+def chat_each(lm, chats: Sequence[Chat], params: GenParams, on_result: OnResult) -> list[str]:
+    """`lm.chat`, calling `on_result` for each answer as soon as it is final.
+
+    Backends whose chats are answered independently (`answers_each = True`, e.g. HTTP) take an
+    `on_result` keyword and call it, on the caller's thread, as each answer arrives, so a batch
+    that fails part-way still hands over what it finished. Others answer the batch as a whole and
+    `on_result` is called for each text afterwards.
+    """
+    chats = list(chats)
+    if getattr(lm, "answers_each", False):
+        texts = lm.chat(chats, params, on_result=on_result)
+    else:
+        texts = lm.chat(chats, params)
+        if len(texts) != len(chats):
+            raise RuntimeError(f"{lm.name} returned {len(texts)} texts for {len(chats)} chats")
+        for i, t in enumerate(texts):
+            on_result(i, t)
+    return texts
 
 
 @runtime_checkable

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from adaptlab.lm.base import Chat, GenParams
+from adaptlab.lm.base import Chat, GenParams, OnResult, chat_each
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT NOT NULL)"
 
@@ -23,6 +23,7 @@ class CachedLM:
     def __init__(self, inner, path: str | Path):
         self.inner = inner
         self.name = inner.name
+        self.answers_each = getattr(inner, "answers_each", False)
         self.path = Path(path)
         self.hits = 0
         self.misses = 0
@@ -31,6 +32,9 @@ class CachedLM:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False)
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
+            # each answer is committed on arrival; in WAL mode NORMAL keeps commits through a
+            # killed process without an fsync per commit
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
             self._db.commit()
         if callable(getattr(inner, "score", None)):
@@ -45,7 +49,11 @@ class CachedLM:
         )
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
-    def chat(self, chats: Sequence[Chat], params: GenParams) -> list[str]:
+    def chat(self, chats: Sequence[Chat], params: GenParams,
+             on_result: OnResult | None = None) -> list[str]:
+        """Answers in order; `on_result(i, text)` as each is known (hits first, then misses as
+        `inner` delivers them). Each new answer is stored the moment it arrives, so a batch that
+        fails part-way keeps what it finished."""
         chats = list(chats)
         keys = [self.key(c, params) for c in chats]
         found = self._lookup(keys)
@@ -53,21 +61,30 @@ class CachedLM:
         with self._lock:
             self.hits += len(chats) - len(missing)
             self.misses += len(missing)
+        if on_result is not None:
+            for i, k in enumerate(keys):
+                if k in found:
+                    on_result(i, found[k])
         if missing:
-            found.update(self._fill(chats, keys, missing, params))
+            found.update(self._fill(chats, keys, missing, params, on_result))
         return [found[k] for k in keys]
 
-    def _fill(self, chats: list, keys: list[str], missing: list[int], params: GenParams) -> dict:
+    def _fill(self, chats: list, keys: list[str], missing: list[int], params: GenParams,
+              on_result: OnResult | None) -> dict:
         """Ask `inner` once per distinct missing chat, in order; store and return the answers."""
-        first: dict[str, int] = {}
+        users: dict[str, list[int]] = {}
         for i in missing:
-            first.setdefault(keys[i], i)  # a chat repeated in one batch is asked once
-        todo = list(first.values())
-        texts = self.inner.chat([chats[i] for i in todo], params)
-        if len(texts) != len(todo):
-            raise RuntimeError(f"{self.name} returned {len(texts)} texts for {len(todo)} chats")
-        fresh = {keys[i]: t for i, t in zip(todo, texts)}
-        self._store(fresh)
+            users.setdefault(keys[i], []).append(i)  # a chat repeated in one batch is asked once
+        todo = list(users)
+        fresh: dict[str, str] = {}
+
+        def arrived(j: int, text: str) -> None:
+            fresh[todo[j]] = text
+            self._store({todo[j]: text})
+            for i in users[todo[j]] if on_result is not None else ():
+                on_result(i, text)
+
+        chat_each(self.inner, [chats[users[k][0]] for k in todo], params, arrived)
         return fresh
 
     def _lookup(self, keys: list[str]) -> dict[str, str]:

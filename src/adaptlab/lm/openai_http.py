@@ -11,12 +11,13 @@ import json
 import logging
 import os
 import random
+import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Sequence
 
 from adaptlab.errors import AdaptlabError, require
-from adaptlab.lm.base import Chat, GenParams, cut_at_stop
+from adaptlab.lm.base import Chat, GenParams, OnResult, cut_at_stop
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ MAX_RETRY_AFTER_S = 60.0
 JITTER_FRACTION = 0.1
 RETRYABLE_4XX = (408, 429)
 AUTH_CODES = (401, 403)  # their server messages may echo part of the key: leave them out
+KEY_FRAGMENT = 6
 
 
 class _Retryable(Exception):
@@ -42,6 +44,8 @@ class _Aborted(Exception):
 
 class OpenAILM:
     """Batches of chats sent concurrently to /chat/completions; texts back in order."""
+
+    answers_each = True  # each chat is its own request: see adaptlab.lm.base.chat_each
 
     def __init__(
         self,
@@ -101,22 +105,41 @@ class OpenAILM:
 
     # -- the LM protocol --
 
-    def chat(self, chats: Sequence[Chat], params: GenParams) -> list[str]:
+    def chat(self, chats: Sequence[Chat], params: GenParams,
+             on_result: OnResult | None = None) -> list[str]:
+        """Answers in order. `on_result(i, text)` is called on this thread as each one arrives;
+        when a request fails for good the others stop, but those already answered are still
+        handed to `on_result` before the error is raised."""
         chats = list(chats)
         if not chats:
             return []
         abort = threading.Event()
+        texts: list[str] = [""] * len(chats)
+        error: BaseException | None = None
         workers = min(self.concurrency, len(chats))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-lm") as pool:
-            futures = [pool.submit(self._one, i, c, params, abort) for i, c in enumerate(chats)]
+            futures = {pool.submit(self._one, i, c, params, abort): i for i, c in enumerate(chats)}
             try:
-                texts = [f.result() for f in futures]
+                for f in as_completed(futures):
+                    try:
+                        text = cut_at_stop(f.result(), params.stop)
+                    except _Aborted:
+                        continue
+                    except Exception as e:
+                        error = error or e
+                        abort.set()
+                        continue
+                    texts[futures[f]] = text
+                    if on_result is not None:
+                        on_result(futures[f], text)
             except BaseException:
                 abort.set()
                 for f in futures:
                     f.cancel()
                 raise
-        return [cut_at_stop(t, params.stop) for t in texts]
+        if error is not None:
+            raise error
+        return texts
 
     # -- one request, with retries --
 
@@ -197,8 +220,14 @@ class OpenAILM:
         return self.base_url or "default"
 
     def _scrub(self, text: str) -> str:
+        """Mask every word that shares KEY_FRAGMENT characters in a row with the key: servers
+        quote keys whole or in part ("sk-abcd1234****wxyz")."""
         key = os.environ.get(self.api_key_env)
-        return text.replace(key, "***") if key else text
+        if not key:
+            return text
+        n = min(KEY_FRAGMENT, len(key))
+        parts = {key[i : i + n] for i in range(len(key) - n + 1)}
+        return re.sub(r"\S+", lambda m: "***" if any(p in m[0] for p in parts) else m[0], text)
 
 
 def _retry_after(headers) -> float | None:

@@ -25,6 +25,14 @@ class BackendConfig:
     precision: Literal["fp32", "bf16", "int8"] = "fp32"
     """Local weights precision for inference."""
 
+    def __post_init__(self) -> None:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
+            # most likely the key itself, pasted here: it would be saved with the config; don't echo it
+            raise ValueError("api_key_env: expected the name of an environment variable that holds "
+                             "the key (e.g. OPENAI_API_KEY), not the key")
+
 
 @dataclass
 class SplitConfig:

@@ -1,7 +1,7 @@
 """Simulate training data: a teacher turns (passage, question) into an answer in the target tone.
 
-Generation is journaled chunk by chunk (each chunk with its own seed), so a killed run resumes
-where it stopped and produces exactly what an uninterrupted run would.
+Generation is journaled answer by answer (each chunk of items with its own seed), so a killed run
+resumes where it stopped and produces exactly what an uninterrupted run would.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Sequence
 
 from .. import progress
 from ..io import append_jsonl, read_journal
-from ..lm.base import GenParams
+from ..lm.base import GenParams, chat_each
 
 
 @dataclass
@@ -78,21 +78,46 @@ def teacher_chat(spec: ToneSpec, facts: str, question: str) -> list[dict]:
 
 def simulate(items: Sequence[dict], teacher, spec: ToneSpec, params: GenParams, journal: Path,
              chunk: int = 16) -> list[dict]:
-    """Answer every item ({id, facts, question}) with the teacher; resumable."""
+    """Answer every item ({id, facts, question}) with the teacher; resumable.
+
+    Each answer is journaled as soon as the teacher hands it over: whole chunks from local models,
+    one by one from teachers that answer each chat on its own (HTTP), so a failure part-way
+    through a chunk keeps the answers already received. A chunk keeps its seed however it is
+    resumed; local teachers are asked the whole chunk again (their outputs depend on the batch),
+    others only its missing items.
+    """
     done = {r["id"]: r for r in read_journal(journal)}
     todo = [it for it in items if it["id"] not in done]
     if done:
         progress.log(f"simulate: {len(done)} done earlier, {len(todo)} to go")
     chunks = [list(items[i : i + chunk]) for i in range(0, len(items), chunk)]
     with progress.bar(total=len(items), desc="simulate", unit="answer") as pb:
-        pb.update(len(done))
-        for k, ch in enumerate(chunks):
-            if all(it["id"] in done for it in ch):
-                continue
-            p = GenParams(**{**params.to_dict(), "stop": tuple(params.stop), "seed": params.seed + k})
-            outs = teacher.chat([teacher_chat(spec, it["facts"], it["question"]) for it in ch], p)
-            rows = [{**it, "simulated": o} for it, o in zip(ch, outs)]
-            append_jsonl(journal, rows)
-            done.update({r["id"]: r for r in rows})
-            pb.update(len(ch))
+        pb.update(len(items) - len(todo))
+        try:
+            for k, ch in enumerate(chunks):
+                if all(it["id"] in done for it in ch):
+                    continue
+                if getattr(teacher, "answers_each", False):
+                    ch = [it for it in ch if it["id"] not in done]
+                p = GenParams(**{**params.to_dict(), "stop": tuple(params.stop),
+                                 "seed": params.seed + k})
+                chats = [teacher_chat(spec, it["facts"], it["question"]) for it in ch]
+                chat_each(teacher, chats, p, _journaler(ch, done, journal, pb))
+        except BaseException:
+            n = sum(it["id"] in done for it in items)
+            progress.log(f"simulate: stopped with {n} of {len(items)} answers kept in {journal}; "
+                         "run again to resume")
+            raise
     return [done[it["id"]] for it in items]
+
+
+def _journaler(chunk: list[dict], done: dict, journal: Path, pb):
+    """on_result for one chunk: journal each new answer at once (fsynced) and mark it done."""
+    def keep(i: int, text: str) -> None:
+        if chunk[i]["id"] in done:
+            return  # answered before a restart; the local teacher was asked its chunk again
+        row = {**chunk[i], "simulated": text}
+        append_jsonl(journal, [row])
+        done[row["id"]] = row
+        pb.update(1)
+    return keep
