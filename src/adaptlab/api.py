@@ -1,12 +1,14 @@
 """The Python API; each function mirrors one CLI command."""
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .config import from_dict, load, merge, parse_overrides, to_dict
-from .errors import AdaptlabError
+from .config import from_dict, merge, parse_overrides, to_dict
+from .errors import AdaptlabError, one_line
 
 
 def tune(data: str | Path, out: str | Path, model: str | None = None, merge: bool = False,
@@ -17,13 +19,26 @@ def tune(data: str | Path, out: str | Path, model: str | None = None, merge: boo
     from .train import TuneConfig
     from .train.lora import tune as _tune
 
-    extra = {"model": model} if model else {}
-    cfg = load(TuneConfig, None, (overrides or []) + [f"{k}={v}" for k, v in extra.items()])
+    extra = {"model": model} if model else {}  # --model wins over a `model=` override
+    cfg = from_dict(TuneConfig, {**parse_overrides(overrides or []), **extra})
     if merge:
         cfg.merge = True
     examples = load_examples(data)
     resolve(cfg.model)  # fail on an unknown model before anything is written
+    _check_lengths(cfg, examples, str(data))
     return _tune(cfg, examples, out, source=str(data), eval_hook=eval_hook)
+
+
+def _check_lengths(cfg, examples: list[dict], source: str) -> None:
+    """Refuse an example longer than max_length with the tokenizer alone, before weights load."""
+    from .models.load import load_tokenizer
+    from .train.batches import tokenize
+
+    try:
+        tok = load_tokenizer(cfg.model)
+    except (OSError, ValueError) as e:
+        raise AdaptlabError(f"cannot load the tokenizer of '{cfg.model}': {one_line(e)}") from None
+    tokenize(tok, examples, cfg.max_length, cfg.truncate, source)
 
 
 @dataclass
@@ -41,6 +56,15 @@ class GenerateConfig:
     precision: Literal["fp32", "bf16", "int8"] = "fp32"
     """fp32, bf16 or int8."""
 
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.temperature < math.inf:  # also refuses nan
+            raise ValueError(f"temperature must be >= 0 and finite, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
 
 def _prompt(ex: dict) -> list[dict]:
     msgs = ex["messages"]
@@ -57,11 +81,12 @@ def generate(model: str, input: str | Path, out: str | Path, adapter: str | None
     from .lm.base import GenParams
     from .lm.local import LocalLM
     from .models import resolve
+    from .models.load import check_adapter_dir
 
     cfg = from_dict(GenerateConfig, parse_overrides(overrides or []))
     examples = load_examples(input, require_reply=False)
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").exists():
-        raise AdaptlabError(f"{adapter}: not an adapter directory (no adapter_config.json)")
+    if adapter is not None:
+        check_adapter_dir(adapter)
     resolve(model)
     chats = [_prompt(ex) for ex in examples]
     if system:
@@ -76,6 +101,34 @@ def generate(model: str, input: str | Path, out: str | Path, adapter: str | None
     return len(replies)
 
 
+def serve(model: str, adapter: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+          api_key_env: str | None = None, precision: str = "fp32") -> None:
+    """Serve `model` (+ `adapter`) over an OpenAI-compatible HTTP API until interrupted.
+
+    The key clients must send comes from $`api_key_env`, else $ADAPTLAB_API_KEY if set; without
+    one only a loopback host is allowed. Everything is checked and the port bound before the
+    model loads."""
+    from .lm.local import LocalLM
+    from .models import resolve
+    from .models.load import check_adapter_dir
+    from .serve import api_key_from_env, check_bind, make_server
+    from .serve import run as run_server
+
+    key = api_key_from_env(api_key_env)
+    check_bind(host, key)
+    if adapter is not None:
+        check_adapter_dir(adapter)
+    resolve(model)
+    name = model + (f"+{Path(adapter).name}" if adapter else "")
+    server = make_server(None, name, host=host, port=port, api_key=key)
+    try:
+        server.lm = LocalLM(model, precision=precision, adapter=adapter, batch_size=1)
+    except BaseException:
+        server.server_close()
+        raise
+    run_server(server)
+
+
 def run(recipe: str | Path, overrides: list[str] | None = None) -> dict:
     """Run a recipe: its `study` key picks the study; stages go to runs/<name>/."""
     from .config import load_yaml
@@ -83,14 +136,39 @@ def run(recipe: str | Path, overrides: list[str] | None = None) -> dict:
 
     data = merge(load_yaml(recipe), parse_overrides(overrides or []))
     study = data.pop("study", None)
-    if study not in STUDIES:
+    if not isinstance(study, str) or study not in STUDIES:
         raise AdaptlabError(f"{recipe}: study: expected one of {'/'.join(STUDIES)}, got {study!r}")
     module = STUDIES[study]()
     try:
         cfg = from_dict(module.Config, data)
+        _check_models(cfg)
     except AdaptlabError as e:
         raise AdaptlabError(f"{recipe}: {e}") from None
     return module.run(cfg, recipe_path=str(recipe))
 
 
-__all__ = ["tune", "generate", "run", "to_dict"]
+def _local_models(cfg, where: str = ""):
+    """(field, reference) of every local model a study config names: by convention the fields
+    `model` and `student`, in any section that does not run on a remote backend."""
+    if getattr(cfg, "backend", "local") != "local":
+        return
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(value):
+            yield from _local_models(value, key)
+        elif f.name in ("model", "student") and isinstance(value, str):
+            yield key, value
+
+
+def _check_models(cfg) -> None:
+    """Fail on an unknown model reference before a run writes anything (nothing is converted)."""
+    from .models import resolve
+
+    for key, ref in _local_models(cfg):
+        try:
+            resolve(ref, convert=False)
+        except AdaptlabError as e:
+            raise AdaptlabError(f"{key}: {e}") from None
+
+
+__all__ = ["tune", "generate", "serve", "run", "to_dict"]

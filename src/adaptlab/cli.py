@@ -63,6 +63,13 @@ def cmd_run(a) -> int:
     return 0
 
 
+def cmd_serve(a) -> int:
+    from .api import serve
+
+    serve(a.model, adapter=a.adapter, host=a.host, port=a.port, api_key_env=a.api_key_env)
+    return 0
+
+
 def cmd_runs(a) -> int:
     from .runs.index import RunIndex
     from .runs.stage import runs_root
@@ -90,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("tune", help="LoRA fine-tune a chat model on a data file")
     s.add_argument("--data", required=True, help="JSONL/Parquet/dataset dir of chat examples")
-    s.add_argument("--model", default="smollm2-135m-instruct", help="packaged name, dir or hub id")
+    s.add_argument("--model", help="packaged name, dir or hub id (default: smollm2-135m-instruct)")
     s.add_argument("--out", required=True, help="output adapter directory")
     s.add_argument("--merge", action="store_true", help="also write a merged model to OUT/merged")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="TuneConfig fields, e.g. lora_r=16")
@@ -119,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("runs", help="list runs and their key metrics")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_runs)
+
+    s = sub.add_parser("serve", help="serve a local model over an OpenAI-compatible HTTP API")
+    s.add_argument("--model", default="smollm2-135m-instruct", help="packaged name, dir or hub id")
+    s.add_argument("--adapter", help="LoRA adapter directory")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; any other needs an API key)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key-env", metavar="NAME",
+                   help="variable holding the key clients must send (default: ADAPTLAB_API_KEY if set)")
+    s.set_defaults(fn=cmd_serve)
     return p
 
 
@@ -128,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except AdaptlabError as e:
-        print(f"adaptlab: error: {e}", file=sys.stderr)
+        msg = " ".join(str(e).splitlines())  # one line, whatever a message holds
+        print(f"adaptlab: error: {msg}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("adaptlab: interrupted (finished work is kept; run again to resume)", file=sys.stderr)

@@ -7,7 +7,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import AdaptlabError
+from .errors import AdaptlabError, one_line
 
 T = TypeVar("T")
 
@@ -58,7 +58,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected one of {choices}, got {value!r}")
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}: expected float, got an integer too large") from None
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
@@ -72,7 +75,7 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     unknown = sorted(set(data) - names, key=str)  # YAML keys need not be strings
     if unknown:
         known = ", ".join(sorted(names))
-        raise ConfigError(f"{where or cls.__name__}: unknown key '{unknown[0]}' (known: {known})")
+        raise ConfigError(f"{where or cls.__name__}: unknown key {unknown[0]!r} (known: {known})")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -94,7 +97,8 @@ _LOADER = None
 
 
 def _yaml_loader():
-    """SafeLoader that also reads `1e-4` as a float (PyYAML's YAML 1.1 rules want `1.0e-4`)."""
+    """SafeLoader that also reads `1e-4` as a float (PyYAML's YAML 1.1 rules want `1.0e-4`)
+    and refuses a repeated key (PyYAML keeps the last one, silently dropping the others)."""
     global _LOADER
     if _LOADER is None:
         import re
@@ -102,7 +106,21 @@ def _yaml_loader():
         import yaml
 
         class Loader(yaml.SafeLoader):
-            pass
+            def construct_mapping(self, node, deep=False):
+                seen = set()
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # `<<: *base` may repeat keys on purpose
+                    key = self.construct_object(key_node, deep=deep)
+                    try:
+                        repeated = key in seen
+                        seen.add(key)
+                    except TypeError:  # unhashable: the base class reports it
+                        continue
+                    if repeated:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r}", key_node.start_mark)
+                return super().construct_mapping(node, deep)
 
         Loader.add_implicit_resolver(
             "tag:yaml.org,2002:float",
@@ -120,18 +138,18 @@ def parse_overrides(pairs: list[str]) -> dict:
     out: dict = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ConfigError(f"override '{pair}': expected key=value")
+            raise ConfigError(f"override {pair!r}: expected key=value")
         key, raw = pair.split("=", 1)
         try:
             value = yaml.load(raw, Loader=_yaml_loader()) if raw != "" else ""
-        except yaml.YAMLError:
+        except Exception:  # not YAML, or a scalar PyYAML fails on (2024-13-45): the text itself
             value = raw
         node = out
         *parents, leaf = key.strip().split(".")
         for p in parents:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override '{pair}': '{p}' is not a section")
+                raise ConfigError(f"override {pair!r}: {p!r} is not a section")
         node[leaf] = value
     return out
 
@@ -153,15 +171,23 @@ def load_yaml(path: str | Path) -> dict:
     if not path.exists():
         raise ConfigError(f"{path}: no such file")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_yaml_loader())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid UTF-8") from None
     except OSError as e:  # a directory, no permission, ...
         raise ConfigError(f"{path}: {e.strerror or e}") from None
+    try:
+        data = yaml.load(text, Loader=_yaml_loader())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        if isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow
+            line = text.count("\n", 0, e.position) + 1
+        where = f"{path}:{line}" if line else str(path)
+        problem = one_line(getattr(e, "problem", None) or e)
+        raise ConfigError(f"{where}: invalid YAML ({problem})") from None
+    except Exception as e:  # PyYAML's constructors leak ValueError & co (2024-13-45, !!float x)
+        raise ConfigError(f"{path}: invalid YAML ({one_line(e)})") from None
     if data is None:
         raise ConfigError(f"{path}: empty file")
     if not isinstance(data, dict):

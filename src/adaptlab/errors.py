@@ -18,6 +18,12 @@ class InputError(AdaptlabError):
         self.path, self.line, self.field, self.problem = path, line, field, problem
 
 
+def one_line(e: object) -> str:
+    """First line of an exception's text (third-party messages often span several)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class MissingExtra(AdaptlabError):
     """A heavy optional dependency is not installed."""
 

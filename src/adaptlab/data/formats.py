@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import AdaptlabError, InputError
+from ..errors import AdaptlabError, InputError, one_line, require
 
 ROLES = ("system", "user", "assistant")
 MAX_LINE_BYTES = 4 << 20  # a line past this is refused, not parsed
@@ -82,6 +82,16 @@ def to_messages(rec: Any, require_reply: bool = True) -> dict:
     return result
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json object_pairs_hook: a repeated key would silently drop a value, so refuse it."""
+    rec: dict = {}
+    for k, v in pairs:
+        if k in rec:
+            raise _Bad(k, "duplicate key")
+        rec[k] = v
+    return rec
+
+
 def validate_record(rec: Any, path: str, line: int, require_reply: bool = True) -> dict:
     try:
         return to_messages(rec, require_reply)
@@ -90,7 +100,11 @@ def validate_record(rec: Any, path: str, line: int, require_reply: bool = True) 
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise InputError(str(path), None, None, e.strerror or one_line(e)) from None
+    with f:
         # readline(limit): a huge line is refused without reading all of it into memory
         for n, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
             if len(raw) > MAX_LINE_BYTES:
@@ -102,11 +116,16 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
             if not text.strip():
                 continue
             try:
-                rec = json.loads(text.rstrip("\r\n"))  # so a truncated line's column is its end
+                # rstrip: so a truncated line's column is its end
+                rec = json.loads(text.rstrip("\r\n"), object_pairs_hook=_unique_keys)
+            except _Bad as e:
+                raise InputError(str(path), n, e.field, e.problem) from None
             except json.JSONDecodeError as e:
-                raise InputError(str(path), n, None, f"invalid JSON ({e.msg}, column {e.colno})") from None
+                hint = "; JSONL holds one record per line" if text.strip() in ("[", "{") else ""
+                raise InputError(str(path), n, None,
+                                 f"invalid JSON ({e.msg}, column {e.colno}{hint})") from None
             except (ValueError, RecursionError) as e:  # huge integers, too deeply nested
-                raise InputError(str(path), n, None, f"invalid JSON ({e})") from None
+                raise InputError(str(path), n, None, f"invalid JSON ({one_line(e)})") from None
             yield n, rec
 
 
@@ -117,28 +136,30 @@ def _table_records(rows: list[dict]) -> Iterator[tuple[int, Any]]:
 def _source(path: str) -> Iterator[tuple[int, Any]]:
     p = Path(path)
     if path.startswith("hf:"):
-        from datasets import load_dataset  # online users: a hub dataset name
-
-        return _table_records(list(load_dataset(path[3:], split="train")))
+        load_dataset = require("datasets", "data").load_dataset  # online users: a hub dataset
+        try:
+            return _table_records(list(load_dataset(path[3:], split="train")))
+        except Exception as e:  # offline, no such dataset, no train split: many types
+            raise InputError(path, None, None, f"cannot load dataset ({one_line(e)})") from None
     if not p.exists():
         raise InputError(path, None, None, "no such file or directory")
     if p.is_dir():
-        from datasets import load_from_disk
-
+        load_from_disk = require("datasets", "data").load_from_disk
         try:
             ds = load_from_disk(str(p))
         except (FileNotFoundError, ValueError) as e:
-            raise InputError(path, None, None, f"not a saved dataset ({e})") from None
+            raise InputError(path, None, None, f"not a saved dataset ({one_line(e)})") from None
         if hasattr(ds, "keys"):
+            if not ds:
+                raise InputError(path, None, None, "saved dataset has no splits")
             ds = ds["train"] if "train" in ds else ds[next(iter(ds.keys()))]
         return _table_records(list(ds))
     if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
+        pq = require("pyarrow.parquet", "data")
         try:
             return _table_records(pq.read_table(p).to_pylist())
         except Exception as e:  # pyarrow raises several types for corrupt files
-            raise InputError(path, None, None, f"unreadable parquet ({e})") from None
+            raise InputError(path, None, None, f"unreadable parquet ({one_line(e)})") from None
     return _jsonl_records(p)
 
 

@@ -12,7 +12,8 @@ def _model(ref: str):
 
     from ..models import resolve
 
-    return SentenceTransformer(resolve(ref), device="cpu")
+    return SentenceTransformer(resolve(ref), device="cpu", trust_remote_code=False,
+                               model_kwargs={"use_safetensors": True})
 
 
 def embed(texts: list[str], ref: str = "minilm-l6") -> np.ndarray:

@@ -13,11 +13,12 @@ class LocalLM:
 
     def __init__(self, ref: str, precision: str = "fp32", adapter: str | None = None,
                  batch_size: int = 8, device: str = "cpu", model=None, tokenizer=None,
-                 name: str | None = None):
+                 name: str | None = None, trust_remote_code: bool = False):
         from ..models.load import load_model
 
         if model is None:
-            model, tokenizer = load_model(ref, precision, adapter=adapter, device=device)
+            model, tokenizer = load_model(ref, precision, adapter=adapter, device=device,
+                                          trust_remote_code=trust_remote_code)
         self.model, self.tok, self.device = model, tokenizer, device
         self.batch_size = batch_size
         self.name = name or f"local:{ref}:{precision}" + (f"+{adapter}" if adapter else "")

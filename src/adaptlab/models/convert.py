@@ -41,9 +41,10 @@ def _load_gguf(gguf: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                        trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
     )
     # The dequantized weights are plain fp32; drop the GGUF quantizer so the model saves and trains.
     model.hf_quantizer = None
@@ -75,7 +76,8 @@ def convert_packaged(m: PackagedModel, parts: list[Path]) -> Path:
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        again = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=torch.float32).eval()
+        again = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=torch.float32, use_safetensors=True,
+                                                     trust_remote_code=False).eval()
         if not torch.equal(ref, _probe_logits(again, tok)):
             raise AdaptlabError(f"{m.name}: logits changed in conversion; refusing to cache")
         write_json(tmp / "adaptlab.json", {

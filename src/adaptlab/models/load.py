@@ -45,6 +45,8 @@ def load_model(ref: str, precision: Precision = "fp32", adapter: str | None = No
     if not progress.enabled():
         transformers.utils.logging.disable_progress_bar()
     path = resolve(ref)
+    if adapter is not None:
+        check_adapter_dir(adapter)  # before the base model loads, not after
     kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=True)
     if precision == "int8":
         kwargs.update(quantization_config=int8_config(device), device_map=device, dtype=torch.float32)
@@ -54,6 +56,11 @@ def load_model(ref: str, precision: Precision = "fp32", adapter: str | None = No
         model = transformers.AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as e:
         raise AdaptlabError(f"cannot load model '{ref}': {str(e).splitlines()[0]}") from None
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise AdaptlabError(f"cannot load model '{ref}': it needs code of its own "
+                            "(trust_remote_code), which adaptlab runs only when asked") from None
     if precision != "int8":
         model.to(device)
     tok = load_tokenizer(ref, trust_remote_code)
@@ -62,12 +69,27 @@ def load_model(ref: str, precision: Precision = "fp32", adapter: str | None = No
     return model.eval(), tok
 
 
-def attach_adapter(model, adapter: str, name: str = "default"):
-    """Attach a PEFT adapter directory (or add it under `name` to an existing PeftModel)."""
-    peft = require("peft", "train")
+def check_adapter_dir(adapter: str | Path) -> Path:
+    """The adapter directory, if it holds a config and safetensors weights; else a one-line error.
+
+    PEFT falls back to adapter_model.bin (a pickle, loaded with torch.load) when the safetensors
+    file is missing: adaptlab refuses that instead.
+    """
     p = Path(adapter)
     if not (p / "adapter_config.json").exists():
         raise AdaptlabError(f"{adapter}: not an adapter directory (no adapter_config.json)")
+    if not (p / "adapter_model.safetensors").is_file():
+        if (p / "adapter_model.bin").exists():
+            raise AdaptlabError(f"{adapter}: adapter weights only in pickle format (adapter_model.bin); "
+                                "adaptlab loads adapter_model.safetensors only")
+        raise AdaptlabError(f"{adapter}: no adapter weights (adapter_model.safetensors)")
+    return p
+
+
+def attach_adapter(model, adapter: str, name: str = "default"):
+    """Attach a PEFT adapter directory (or add it under `name` to an existing PeftModel)."""
+    peft = require("peft", "train")
+    p = check_adapter_dir(adapter)
     if isinstance(model, peft.PeftModel):
         model.load_adapter(str(p), adapter_name=name)
         return model

@@ -115,6 +115,41 @@ def is_cached(m: PackagedModel) -> bool:
     return (converted_dir(m) / "config.json").exists()
 
 
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def check_weights(model_dir: Path) -> None:
+    """Refuse a model directory whose weights are not safetensors.
+
+    Pickled weights (pytorch_model.bin and kin) can run code when loaded; adaptlab loads
+    safetensors only. A `transformers_weights` entry in config.json overrides the file name
+    transformers loads (it accepts adapter_model.bin there), so it must name safetensors too.
+    """
+    weights = _config_weights(model_dir)
+    if weights is not None and not weights.endswith(SAFE_WEIGHTS):
+        raise AdaptlabError(f"{model_dir}: config.json points at '{weights}', not safetensors; "
+                            "adaptlab loads safetensors weights only")
+    if weights is not None or any((model_dir / n).is_file() for n in SAFE_WEIGHTS):
+        return
+    pickled = sorted(f.name for f in model_dir.iterdir() if f.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise AdaptlabError(f"{model_dir}: weights only in pickle format ({', '.join(pickled[:3])}); "
+                            "adaptlab loads safetensors only (model.safetensors)")
+    raise AdaptlabError(f"{model_dir}: no model weights (model.safetensors)")
+
+
+def _config_weights(model_dir: Path) -> str | None:
+    import json
+
+    try:
+        weights = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get(
+            "transformers_weights")
+    except (OSError, ValueError, AttributeError):
+        return None  # an unreadable config is reported by transformers itself
+    return None if weights is None else str(weights)
+
+
 def resolve(ref: str | os.PathLike, convert: bool = True) -> str:
     """Model reference -> something `from_pretrained` takes: a local dir or a hub id."""
     ref_s = str(ref)
@@ -124,6 +159,7 @@ def resolve(ref: str | os.PathLike, convert: bool = True) -> str:
         if not m.is_gguf:
             if files is None:
                 raise AdaptlabError(f"model '{ref_s}' is not installed; run: {m.install}")
+            check_weights(files[0])
             return str(files[0])
         if is_cached(m) or not convert:
             return str(converted_dir(m))
@@ -136,6 +172,7 @@ def resolve(ref: str | os.PathLike, convert: bool = True) -> str:
         p = Path(ref_s)
         if not (p / "config.json").exists():
             raise AdaptlabError(f"{ref_s}: not a model directory (no config.json)")
+        check_weights(p)
         return ref_s
     if ref_s.startswith((".", "/", "~")) or ref_s.count("/") != 1:
         known = ", ".join(PACKAGED)

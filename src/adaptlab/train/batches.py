@@ -10,7 +10,10 @@ from ..models.chat import assistant_labels
 def tokenize(tok, examples: list[dict], max_length: int, truncate: bool, source: str = "data"):
     rows = []
     for n, ex in enumerate(examples, 1):
-        ids, labels = assistant_labels(tok, ex["messages"])
+        try:
+            ids, labels = assistant_labels(tok, ex["messages"])
+        except ValueError as e:  # a chat template that cannot mask the non-assistant turns
+            raise InputError(source, n, "messages", str(e)) from None
         if len(ids) > max_length and not truncate:
             raise InputError(source, n, "messages",
                              f"{len(ids)} tokens, longer than max_length={max_length} "
