@@ -323,8 +323,45 @@ def test_merge_matches_peft_model(cli_tuned):
     ids = _probe_ids(load_tokenizer(str(merged_dir)))
     want = _logits(peft_model, ids)
     got = _logits(merged, ids)
-    assert torch.allclose(got, want, atol=1e-4), float((got - want).abs().max())
+    # merging changes the summation order: logits of magnitude ~30 agree to ~1e-4
+    assert torch.allclose(got, want, atol=1e-3, rtol=1e-5), float((got - want).abs().max())
     # the merge really folded the adapter in: the bare base is far outside that tolerance
     with peft_model.disable_adapter():
         bare = _logits(peft_model, ids)
     assert not torch.allclose(bare, got, atol=1e-3)
+
+
+# -- 6. determinism: the same seed gives the same synthetic data and the same adapter bytes --------
+def test_simulation_with_sampling_is_reproducible_by_seed(lm, tmp_path):
+    from adaptlab.lm.base import GenParams
+    from adaptlab.synth.simulate import ToneSpec, simulate
+
+    items = [{"id": f"q{i}", "question": q, "facts": a} for i, (q, a) in enumerate(PAIRS[:6])]
+
+    def sim(seed: int, name: str) -> bytes:
+        params = GenParams(max_new_tokens=16, temperature=0.9, top_p=0.95, seed=seed)
+        simulate(items, lm, ToneSpec(), params, tmp_path / name, chunk=4)
+        return (tmp_path / name).read_bytes()
+
+    first = sim(7, "a.jsonl")
+    assert sim(7, "b.jsonl") == first
+    assert sim(8, "c.jsonl") != first  # the seed really drives the sampling
+
+
+def test_same_seed_same_adapter_bytes_across_processes(tmp_path):
+    import hashlib
+    import os
+
+    data = _write_jsonl(tmp_path / "train.jsonl", EXAMPLES)
+    digests = {}
+    for name, seed, hashseed in (("a", 5, "1"), ("b", 5, "2"), ("c", 6, "1")):
+        out = tmp_path / name
+        r = subprocess.run([sys.executable, "-m", "adaptlab.cli", "tune", "--data", str(data),
+                            "--out", str(out), "max_steps=3", "save_every=0", "lora_dropout=0.1",
+                            f"seed={seed}"], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PYTHONHASHSEED": hashseed})
+        assert r.returncode == 0, r.stderr[-3000:]
+        digests[name] = [hashlib.sha256((out / f).read_bytes()).hexdigest()
+                         for f in ("adapter_model.safetensors", "adapter_config.json")]
+    assert digests["a"] == digests["b"]
+    assert digests["a"][0] != digests["c"][0]
