@@ -24,6 +24,65 @@ ENV = {"OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLEL
 for _k, _v in ENV.items():  # children inherit these; setting them here is a no-op when run.py did
     os.environ.setdefault(_k, _v)
 
+# The target every child benchmarks on, set by `bench.run --device/--precision/--random-init` and
+# inherited by the children through the environment.
+DEVICE = os.environ.get("ADAPTLAB_BENCH_DEVICE", "cpu")
+PRECISION = os.environ.get("ADAPTLAB_BENCH_PRECISION", "fp32")
+RANDOM_INIT = os.environ.get("ADAPTLAB_BENCH_RANDOM_INIT", "0") == "1"
+
+
+def set_target(device: str, precision: str, random_init: bool) -> None:
+    global DEVICE, PRECISION, RANDOM_INIT
+    DEVICE, PRECISION, RANDOM_INIT = device, precision, random_init
+    os.environ.update(ADAPTLAB_BENCH_DEVICE=device, ADAPTLAB_BENCH_PRECISION=precision,
+                      ADAPTLAB_BENCH_RANDOM_INIT="1" if random_init else "0")
+
+
+def target() -> dict:
+    return {"device": DEVICE, "precision": PRECISION, "random_init": RANDOM_INIT}
+
+
+def model_dir() -> str:
+    """Config + tokenizer of the benchmarked model: ADAPTLAB_BENCH_MODEL_DIR (a directory with
+    config.json and the tokenizer files, enough for --random-init) or the packaged student."""
+    from adaptlab.models import resolve
+
+    return os.environ.get("ADAPTLAB_BENCH_MODEL_DIR") or str(resolve(MODEL))
+
+
+def load_bench_model():
+    """(model, tokenizer) on DEVICE in fp32 (bf16 runs autocast over fp32 weights, as tune does):
+    the real weights, or with RANDOM_INIT the same architecture freshly initialized from its
+    config (throughput needs no real weights; losses are then not meaningful)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if not RANDOM_INIT:
+        from adaptlab.models.load import load_model
+
+        return load_model(MODEL, "fp32", device=DEVICE)
+    path = model_dir()
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return model.to(DEVICE).eval(), tok
+
+
+def result_name(name: str) -> str:
+    """bench/results/<name>.json on the CPU, gpu-<name>.json on a GPU."""
+    return name if DEVICE == "cpu" else f"gpu-{name}"
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so wall-clock timings mean something."""
+    if DEVICE != "cpu":
+        import torch
+
+        torch.cuda.synchronize()
+
+
 _ISA = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
 
@@ -69,12 +128,14 @@ def matmul_flops(n: int = 2048, reps: int = 5, dtype: str = "float32") -> float:
     import torch
 
     dt = getattr(torch, dtype)
-    a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
+    a, b = (torch.randn(n, n, dtype=dt, device=DEVICE) for _ in range(2))
     a @ b  # warm-up: thread pool, packing buffers
+    sync()
     best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best
 
@@ -142,4 +203,6 @@ def write_result(name: str, data: dict, machine: dict | None = None, quick: bool
     machine it was measured on."""
     record = {"name": name, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "machine": machine or machine_info(), **data}
-    return write_json_atomic((RESULTS / "quick" if quick else RESULTS) / f"{name}.json", record)
+    record.update(target())
+    return write_json_atomic((RESULTS / "quick" if quick else RESULTS) / f"{result_name(name)}.json",
+                             record)

@@ -16,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from .common import MODEL, machine_info, peak_rss_mb, questions, run_child, write_json_atomic, write_result
+from . import common
+from .common import (MODEL, load_bench_model, machine_info, peak_rss_mb, questions, run_child,
+                     write_json_atomic, write_result)
 
 MAX_NEW = 48
 
@@ -53,7 +55,7 @@ def _naive(model, tok, chats, stops) -> list[str]:
 
     out = []
     for chat in chats:
-        ids = torch.tensor([render_ids(tok, chat, add_generation_prompt=True)])
+        ids = torch.tensor([render_ids(tok, chat, add_generation_prompt=True)], device=common.DEVICE)
         with torch.no_grad():
             gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                                  max_new_tokens=MAX_NEW, eos_token_id=stops,
@@ -70,9 +72,11 @@ def child(n_prompts: int, sizes: list[int]) -> dict:
     from adaptlab.lm.base import GenParams
     from adaptlab.lm.local import LocalLM
     from adaptlab.models.chat import stop_token_ids
-    from adaptlab.models.load import load_model
+    import torch
 
-    model, tok = load_model(MODEL, "fp32")
+    model, tok = load_bench_model()
+    if common.PRECISION == "bf16":
+        model = model.to(torch.bfloat16)  # what LocalLM(precision="bf16") loads
     stops = stop_token_ids(tok)
     chats = questions(n_prompts)
     counter = GenCounter(model, stops)
@@ -87,7 +91,7 @@ def child(n_prompts: int, sizes: list[int]) -> dict:
              "identical": n_prompts}]
     params = GenParams(max_new_tokens=MAX_NEW, temperature=0.0)
     for bs in sizes:
-        lm = LocalLM(MODEL, model=model, tokenizer=tok, batch_size=bs)
+        lm = LocalLM(MODEL, model=model, tokenizer=tok, batch_size=bs, device=common.DEVICE)
         counter.reset()
         t = time.perf_counter()
         texts = lm.chat(chats, params)
@@ -112,7 +116,7 @@ def run(n_prompts: int = 32, sizes=(1, 4, 8, 16, 32), quick: bool = False) -> di
     res = run_child("bench.generate", ["--child", "--prompts", str(n_prompts),
                                        "--batch-sizes", ",".join(map(str, sizes))])
     machine = res.pop("machine")
-    data = {"model": MODEL, "precision": "fp32", "greedy": True, "max_new_tokens": MAX_NEW,
+    data = {"model": MODEL, "precision": common.PRECISION, "greedy": True, "max_new_tokens": MAX_NEW,
             "prompts": n_prompts, **res,
             "notes": ["tokens = new tokens up to and including the first stop token; slots = all "
                       "positions generated, including those of rows already finished",

@@ -2,6 +2,7 @@
 
     python -m bench.run           # full: 12 training steps, 32 prompts at batch 1/4/8/16/32
     python -m bench.run --quick   # smoke check: 3 steps, 8 prompts; results under bench/results/quick/
+    python -m bench.run --device cuda --precision bf16 --random-init   # GPU: bench/results/gpu-*.json
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import argparse
 import os
 
 from . import generate, table, train_sft
-from .common import ENV, RESULTS
+from .common import ENV, RESULTS, set_target
 
 
 def main(argv=None) -> None:
@@ -17,8 +18,15 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--steps", type=int, default=12, help="optimizer steps per training contender")
     p.add_argument("--only", choices=["train", "generate"], help="run one benchmark")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]; results go to gpu-*.json on a GPU")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16 = autocast over fp32 weights for training, bf16 weights for generation")
+    p.add_argument("--random-init", action="store_true",
+                   help="the same architecture from its config, randomly initialized: no weights needed "
+                        "(config + tokenizer from ADAPTLAB_BENCH_MODEL_DIR or the packaged student)")
     a = p.parse_args(argv)
     os.environ.update(ENV)
+    set_target(a.device, a.precision, a.random_init)
     if a.only in (None, "train"):
         train_sft.run(3 if a.quick else a.steps, train_sft.CONTENDERS, quick=a.quick)
     if a.only in (None, "generate"):
@@ -26,7 +34,7 @@ def main(argv=None) -> None:
             generate.run(8, (1, 8), quick=True)
         else:
             generate.run()
-    print(table.render(RESULTS / "quick" if a.quick else RESULTS))
+    print(table.render(RESULTS / "quick" if a.quick else RESULTS, gpu=a.device != "cpu"))
 
 
 if __name__ == "__main__":

@@ -38,13 +38,20 @@ def _loadavg(row: dict) -> str:
     return f"{la[0]:.1f}→{la[1]:.1f}" if la else "–"
 
 
+def _ceiling(r: dict) -> str:
+    flops = r.get("matmul_flops", r.get("matmul_flops_fp32"))
+    dtype = {"bfloat16": "bf16", "float32": "fp32"}.get(r.get("matmul_dtype", "float32"), "?")
+    init = " Random-init weights (throughput only)." if r.get("random_init") else ""
+    return f"{dtype} matmul ceiling: {flops / 1e9:,.0f} GFLOP/s.{init}"
+
+
 def train_table(r: dict) -> str:
     rows = {c["contender"]: c for c in r["contenders"]}
     ref = rows.get("adaptlab")
     head = (f"**LoRA SFT** — {r['model']}, {r['precision']}, LoRA r={r['lora']['r']} on q/k/v/o, batch "
             f"{r['batch_size']}, {r['steps']} optimizer steps, lr {r['lr']}, {r['train_examples']} train / "
             f"{r['val_examples']} validation chats. Untuned validation loss: {r['base_val_loss']:.3f}. "
-            f"fp32 matmul ceiling: {r['matmul_flops_fp32'] / 1e9:.0f} GFLOP/s.\n\n")
+            f"{_ceiling(r)}.\n\n")
     lines = ["| contender | tokens/s | adaptlab ÷ this | s/step (median) | peak RAM MB | final train loss | "
              "val loss | MFU | load avg |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for name, c in rows.items():
@@ -78,8 +85,9 @@ def profile_table(r: dict) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def render(results: Path = RESULTS) -> str:
-    res = _load(results)
+def render(results: Path = RESULTS, gpu: bool = False) -> str:
+    """Tables of the CPU results (or, with `gpu`, of the gpu-*.json ones)."""
+    res = {k.removeprefix("gpu-"): v for k, v in _load(results).items() if k.startswith("gpu-") == gpu}
     if not res:
         return "No benchmark results yet: run `python -m bench.run`.\n"
     machine = next(iter(res.values())).get("machine", {})
@@ -109,6 +117,8 @@ def main(argv=None) -> None:
     p.add_argument("--results", type=Path, default=RESULTS)
     a = p.parse_args(argv)
     text = render(a.results)
+    if any(a.results.glob("gpu-*.json")):
+        text += "\n**On a GPU**\n\n" + render(a.results, gpu=True)
     print(text)
     if a.readme:
         if update_readme(a.readme, text):

@@ -23,8 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import (MODEL, chat_examples, matmul_flops, machine_info, peak_rss_mb, run_child,
-                     write_json_atomic, write_result)
+from . import common
+from .common import (MODEL, chat_examples, load_bench_model, matmul_flops, machine_info, peak_rss_mb,
+                     run_child, write_json_atomic, write_result)
 
 LORA = dict(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 BATCH, LR, MAX_LEN, SEED = 4, 2e-4, 512, 0
@@ -92,16 +93,16 @@ def _summary(name: str, step_s: list[float], counter: TokenCounter, n_params: in
 # -- contenders (each in its own process) ------------------------------------------------------
 def child_base(steps: int) -> dict:
     """The untuned model's validation loss: the reference both tuned models should beat."""
-    from adaptlab.models.load import load_model
-
-    model, tok = load_model(MODEL, "fp32")
+    model, tok = load_bench_model()
     _, val = chat_examples()
     return {"contender": "base", **val_loss(model, tok, val), "peak_rss_mb": peak_rss_mb()}
 
 
 def child_probe(steps: int) -> dict:
-    return {"contender": "probe", "machine": machine_info(),
-            "matmul_flops_fp32": matmul_flops(2048, 5, "float32")}
+    dtype = "bfloat16" if common.PRECISION == "bf16" else "float32"
+    n = 2048 if common.DEVICE == "cpu" else 8192
+    return {"contender": "probe", "machine": machine_info(), "matmul_dtype": dtype, "matmul_n": n,
+            "matmul_flops": matmul_flops(n, 5, dtype)}
 
 
 def child_adaptlab(steps: int) -> dict:
@@ -119,8 +120,12 @@ def child_adaptlab(steps: int) -> dict:
         return model, tok
 
     lora._lora_model = spy
+    if common.RANDOM_INIT:  # tune() builds its model through load_model: hand it the random one
+        import adaptlab.models.load
+
+        adaptlab.models.load.load_model = lambda *a, **k: load_bench_model()
     train, val = chat_examples()
-    cfg = TuneConfig(model=MODEL, precision="fp32", lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
+    cfg = TuneConfig(model=MODEL, precision=common.PRECISION, device=common.DEVICE, lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
                      lora_dropout=LORA["lora_dropout"], target_modules=LORA["target_modules"],
                      lr=LR, max_steps=steps, batch_size=BATCH, grad_accum=1, max_length=MAX_LEN,
                      seed=SEED, save_every=0)
@@ -159,9 +164,12 @@ def _child_trl(steps: int, gradient_checkpointing: bool | None) -> dict:
         def on_step_end(self, args, state, control, **kw):
             self.marks.append(time.perf_counter())
 
-    path = resolve(MODEL)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
-    tok = AutoTokenizer.from_pretrained(path)
+    if common.RANDOM_INIT:
+        model, tok = load_bench_model()
+    else:
+        path = resolve(MODEL)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+        tok = AutoTokenizer.from_pretrained(path)
     counter = TokenCounter(model.base_model)
     train, val = chat_examples()
     extra = {} if gradient_checkpointing is None else {"gradient_checkpointing": gradient_checkpointing}
@@ -169,7 +177,8 @@ def _child_trl(steps: int, gradient_checkpointing: bool | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-trl-") as out:
         args = SFTConfig(output_dir=out, max_length=MAX_LEN, per_device_train_batch_size=BATCH,
                          gradient_accumulation_steps=1, max_steps=steps, learning_rate=LR,
-                         bf16=False, fp16=False, report_to=[], save_strategy="no", logging_steps=1,
+                         bf16=common.PRECISION == "bf16", fp16=False, use_cpu=common.DEVICE == "cpu",
+                         report_to=[], save_strategy="no", logging_steps=1,
                          seed=SEED, disable_tqdm=True, **extra)
         trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(train),
                              processing_class=tok, peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA),
@@ -205,7 +214,7 @@ def run(steps: int = 12, contenders=CONTENDERS, quick: bool = False) -> dict:
         rows.append(run_child("bench.train_sft", ["--child", name, *args]))
     # The ceiling is probed before and after the contenders; the higher is the less disturbed one.
     probe2 = run_child("bench.train_sft", ["--child", "probe", *args])
-    probes = [probe["matmul_flops_fp32"], probe2["matmul_flops_fp32"]]
+    probes = [probe["matmul_flops"], probe2["matmul_flops"]]
     peak = max(probes)
     for r in rows:
         r["flops_per_token"] = 4 * r["base_params"]
@@ -214,12 +223,14 @@ def run(steps: int = 12, contenders=CONTENDERS, quick: bool = False) -> dict:
     ratios = {f"adaptlab/{k}": round(by["adaptlab"]["tokens_per_s"] / by[k]["tokens_per_s"], 2)
               for k in by if k != "adaptlab" and "adaptlab" in by}
     data = {"model": MODEL, "steps": steps, "batch_size": BATCH, "lr": LR, "lora": LORA,
-            "precision": "fp32", "train_examples": 120, "val_examples": 24,
-            "matmul_flops_fp32": round(peak), "matmul_probes": [round(p) for p in probes],
+            "precision": common.PRECISION, "train_examples": 120, "val_examples": 24,
+            "matmul_dtype": probe["matmul_dtype"], "matmul_n": probe["matmul_n"],
+            "matmul_flops": round(peak), "matmul_probes": [round(p) for p in probes],
             "probe_loadavg_1m": [probe["loadavg_1m"], probe2["loadavg_1m"]],
             "base_val_loss": base["val_loss"],
             "contenders": rows, "tokens_per_s_ratio": ratios,
-            "notes": ["MFU = non-padding tokens/s x 4 x base params / fp32 2048^2 matmul FLOP/s "
+            "notes": ["MFU = non-padding tokens/s x 4 x base params / square matmul FLOP/s (in the "
+                      "run's precision) "
                       "(model FLOPs: recomputation by gradient checkpointing and padding not counted)",
                       "final_train_loss is each stack's own logged loss (see train_loss_on); "
                       "val_loss is one shared definition"]}
