@@ -41,8 +41,8 @@ def _loadavg(row: dict) -> str:
 def _ceiling(r: dict) -> str:
     flops = r.get("matmul_flops", r.get("matmul_flops_fp32"))
     dtype = {"bfloat16": "bf16", "float32": "fp32"}.get(r.get("matmul_dtype", "float32"), "?")
-    init = " Random-init weights (throughput only)." if r.get("random_init") else ""
-    return f"{dtype} matmul ceiling: {flops / 1e9:,.0f} GFLOP/s.{init}"
+    init = ". Random-init weights (throughput only)" if r.get("random_init") else ""
+    return f"{dtype} matmul ceiling: {flops / 1e9:,.0f} GFLOP/s{init}"
 
 
 def train_table(r: dict) -> str:
