@@ -23,13 +23,14 @@ class Config:
 
 
 def run(cfg: Config, recipe_path: str = "") -> dict:
-    from ..api import generate
+    from ..api import _check_lengths, generate
     from ..data import load_examples
     from ..runs import Run
     from ..train.lora import tune
 
     examples = load_examples(cfg.data)
     load_examples(cfg.prompts, require_reply=False)
+    _check_lengths(cfg.tune, examples, cfg.data)  # over-long examples fail before anything is written
     run_ = Run(cfg.name, recipe=to_dict(cfg), study="tune")
     t = run_.stage("tune", to_dict(cfg.tune), {"data": cfg.data},
                    lambda d, work: tune(cfg.tune, examples, d, source=cfg.data))
