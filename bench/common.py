@@ -71,7 +71,9 @@ def load_bench_model():
 
 
 def result_name(name: str) -> str:
-    """bench/results/<name>.json on the CPU, gpu-<name>.json on a GPU."""
+    """bench/results/<name>.json for fp32 on the CPU; a `-bf16` suffix for bf16, a `gpu-` prefix
+    on a GPU."""
+    name = name if PRECISION == "fp32" else f"{name}-{PRECISION}"
     return name if DEVICE == "cpu" else f"gpu-{name}"
 
 

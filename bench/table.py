@@ -92,7 +92,9 @@ def render(results: Path = RESULTS, gpu: bool = False) -> str:
         return "No benchmark results yet: run `python -m bench.run`.\n"
     machine = next(iter(res.values())).get("machine", {})
     parts = [f"Measured {next(iter(res.values())).get('date', '')[:10]} on {_machine(machine)}.\n"]
-    for name, fn in (("train_sft", train_table), ("generate", generate_table), ("profile_train", profile_table)):
+    for name, fn in (("train_sft", train_table), ("train_sft-bf16", train_table),
+                     ("generate", generate_table), ("generate-bf16", generate_table),
+                     ("profile_train", profile_table)):
         if name in res:
             parts.append(fn(res[name]))
     return "\n".join(parts)
