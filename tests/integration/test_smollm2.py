@@ -365,3 +365,25 @@ def test_same_seed_same_adapter_bytes_across_processes(tmp_path):
                          for f in ("adapter_model.safetensors", "adapter_config.json")]
     assert digests["a"] == digests["b"]
     assert digests["a"][0] != digests["c"][0]
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(tmp_path):
+    """Recomputing activations changes memory, not the maths: same losses, same adapter (to fp32
+    summation-order tolerance)."""
+    from safetensors.torch import load_file
+
+    from adaptlab.train import TuneConfig
+    from adaptlab.train.lora import tune
+
+    outs = {}
+    for gc in (False, True):
+        cfg = TuneConfig(max_steps=2, save_every=0, lora_dropout=0.0, gradient_checkpointing=gc)
+        out = tmp_path / f"gc{int(gc)}"
+        tune(cfg, EXAMPLES, out)
+        outs[gc] = (load_file(out / "adapter_model.safetensors"),
+                    [float(r["loss"]) for r in _loss_rows(out / "loss.csv")])
+    (a, loss_a), (b, loss_b) = outs[False], outs[True]
+    assert loss_a == pytest.approx(loss_b, abs=1e-4)
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert any(not torch.equal(a[k], torch.zeros_like(a[k])) for k in a if "lora_B" in k)

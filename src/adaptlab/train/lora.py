@@ -41,6 +41,8 @@ def _lora_model(cfg: TuneConfig):
     for p in model.parameters():  # LoRA weights train in fp32 whatever the base precision
         if p.requires_grad:
             p.data = p.data.float()
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, tok
 
 
