@@ -43,7 +43,7 @@ def key(monkeypatch):
 def teacher(server: FaultServer, cache, max_retries: int = 3) -> CachedLM:
     """As the tone study builds it, with small timeouts and backoff so faults cost little time."""
     inner = OpenAILM("teacher", base_url=server.url, api_key_env=KEY_ENV, concurrency=CHUNK,
-                     max_retries=max_retries, timeout=1.0, backoff=0.005)
+                     max_retries=max_retries, timeout=2.0, backoff=0.005)
     return CachedLM(inner, cache)
 
 
@@ -61,7 +61,7 @@ def check_journal(path, ids) -> dict:
 
 
 def test_synthesis_survives_every_kind_of_fault(tmp_path):
-    with FaultServer(fault_rate=0.4, seed=38, max_faults_per_item=3, slow_s=1.3) as s:
+    with FaultServer(fault_rate=0.4, seed=38, max_faults_per_item=3, slow_s=2.5) as s:
         lm = teacher(s, tmp_path / "cache.sqlite")
         out = simulate(ITEMS, lm, SPEC, PARAMS, tmp_path / "journal.jsonl", chunk=CHUNK)
     stats = s.stats()
@@ -81,7 +81,7 @@ def test_synthesis_survives_every_kind_of_fault(tmp_path):
 def test_crash_keeps_finished_items_and_restart_asks_only_the_rest(tmp_path):
     k = 13  # not a chunk boundary: the failing chunk has answers both before and after the crash
     journal = tmp_path / "journal.jsonl"
-    with FaultServer(fault_rate=0.35, seed=5, slow_s=1.3) as s:
+    with FaultServer(fault_rate=0.35, seed=5, slow_s=2.5) as s:
         s.down_after = k
         with pytest.raises(AdaptlabError, match=r"failed after 4 attempts \(last status: HTTP 503\)"):
             simulate(ITEMS, teacher(s, tmp_path / "cache.sqlite"), SPEC, PARAMS, journal, chunk=CHUNK)
