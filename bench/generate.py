@@ -107,8 +107,34 @@ def child(n_prompts: int, sizes: list[int]) -> dict:
         print(f"[bench] generate: batch {bs}: {rows[-1]['tokens_per_s']} tok/s, "
               f"{rows[-1]['identical']}/{n_prompts} identical", file=sys.stderr, flush=True)
     counter.restore()
+    rows += _llamacpp_rows(chats, rows[0]["tokens_per_s"])
     return {"machine": machine_info(), "rows": rows, "peak_rss_mb": peak_rss_mb(),
             "samples": [{"prompt": chats[i][0]["content"], "naive": ref[i]} for i in range(2)]}
+
+
+def _llamacpp_rows(chats, naive_tok_s: float) -> list[dict]:
+    """The optional llama.cpp backend on the packaged GGUF (quantized as shipped), one chat at a
+    time: tokens as llama.cpp counts them; its texts are not compared (other weights)."""
+    import importlib.util
+
+    if common.DEVICE != "cpu" or common.RANDOM_INIT or importlib.util.find_spec("llama_cpp") is None:
+        return []
+    from adaptlab.lm.base import GenParams
+    from adaptlab.lm.llamacpp import LlamaCppLM
+
+    lm = LlamaCppLM(MODEL, n_ctx=2048)
+    params = GenParams(max_new_tokens=MAX_NEW, temperature=0.0)
+    lm.chat(chats[:1], params)  # warm-up
+    lm.completion_tokens = 0
+    t = time.perf_counter()
+    lm.chat(chats, params)
+    s = time.perf_counter() - t
+    tok_s = lm.completion_tokens / s
+    print(f"[bench] generate: llama.cpp: {tok_s:.1f} tok/s", file=sys.stderr, flush=True)
+    return [{"contender": "adaptlab LlamaCppLM (GGUF as shipped)", "batch_size": 1,
+             "seconds": round(s, 2), "tokens": lm.completion_tokens, "slots": lm.completion_tokens,
+             "tokens_per_s": round(tok_s, 1), "speedup": round(tok_s / naive_tok_s, 2),
+             "identical": None, "gguf": lm.path.name}]
 
 
 def run(n_prompts: int = 32, sizes=(1, 4, 8, 16, 32), quick: bool = False) -> dict:

@@ -64,6 +64,10 @@ def train_table(r: dict) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def _identical(row: dict, n: int) -> str:
+    return "– (other weights)" if row.get("identical") is None else f"{row['identical']}/{n}"
+
+
 def generate_table(r: dict) -> str:
     head = (f"**Generation** — {r['model']}, {r['precision']}, greedy, {r['max_new_tokens']} new tokens max, "
             f"{r['prompts']} prompts; peak RAM {r['peak_rss_mb']:.0f} MB.\n\n")
@@ -72,7 +76,7 @@ def generate_table(r: dict) -> str:
              "|---|--:|--:|--:|--:|--:|"]
     for row in r["rows"]:
         lines.append(f"| {row['contender']} | {row['batch_size']} | {row['tokens_per_s']:.1f} | "
-                     f"{row['speedup']:.2f}× | {row['identical']}/{r['prompts']} | {row['seconds']:.1f} |")
+                     f"{row['speedup']:.2f}× | {_identical(row, r['prompts'])} | {row['seconds']:.1f} |")
     return head + "\n".join(lines) + "\n"
 
 

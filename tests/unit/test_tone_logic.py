@@ -124,3 +124,28 @@ def test_trim_incomplete_keeps_whole_sentences_only():
     assert trim_incomplete("It's neat. You'll love it. And then the") == "It's neat. You'll love it."
     assert trim_incomplete("All done here!") == "All done here!"
     assert trim_incomplete("no end at all") == "no end at all"
+
+
+def test_llamacpp_backend_builds_a_llamacpp_lm_behind_the_cache(tmp_path, monkeypatch):
+    import adaptlab.lm.llamacpp as llamacpp
+    from adaptlab.lm.base import GenParams
+    from adaptlab.studies.tone import make_lm
+    from adaptlab.studies.tone_config import BackendConfig
+
+    built = []
+
+    class Stub:  # like LlamaCppLM: generation only, no scorer
+        def __init__(self, ref):
+            built.append(ref)
+            self.name = f"llamacpp:{ref}"
+
+        def chat(self, chats, params):
+            return ["ok" for _ in chats]
+
+    monkeypatch.setattr(llamacpp, "LlamaCppLM", Stub)
+    lm = make_lm(BackendConfig(model="qwen2.5-coder-0.5b-instruct", backend="llamacpp"),
+                 tmp_path / "cache.sqlite")
+    assert built == ["qwen2.5-coder-0.5b-instruct"]
+    assert isinstance(lm.inner, Stub) and lm.name == "llamacpp:qwen2.5-coder-0.5b-instruct"
+    assert not hasattr(lm, "score")  # so the LLM judge asks the Yes/No rubric on it
+    assert lm.chat([[{"role": "user", "content": "hi"}]], GenParams()) == ["ok"]

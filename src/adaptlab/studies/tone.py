@@ -92,6 +92,10 @@ def make_lm(b: BackendConfig, cache: Path, model=None, tokenizer=None, name: str
 
         inner = OpenAILM(b.model, base_url=b.base_url, api_key_env=b.api_key_env,
                          concurrency=b.batch_size)
+    elif b.backend == "llamacpp":
+        from ..lm.llamacpp import LlamaCppLM
+
+        inner = LlamaCppLM(b.model)
     else:
         from ..lm.local import LocalLM
 

@@ -14,8 +14,10 @@ class BackendConfig:
 
     model: str = "qwen2.5-coder-0.5b-instruct"
     """Model reference (local) or model name (openai)."""
-    backend: Literal["local", "openai"] = "local"
-    """local = transformers on this machine; openai = any OpenAI-compatible endpoint."""
+    backend: Literal["local", "llamacpp", "openai"] = "local"
+    """local = transformers on this machine; llamacpp = the packaged GGUF on llama.cpp (extra
+    `adaptlab[llamacpp]`; fast quantized CPU decoding, for teachers); openai = any
+    OpenAI-compatible endpoint."""
     base_url: str | None = None
     """Endpoint for backend=openai (vLLM, llama.cpp server, Ollama, OpenAI)."""
     api_key_env: str = "OPENAI_API_KEY"
