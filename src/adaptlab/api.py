@@ -67,17 +67,10 @@ class GenerateConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
-def _prompt(ex: dict) -> list[dict]:
-    msgs = ex["messages"]
-    while msgs and msgs[-1]["role"] == "assistant":
-        msgs = msgs[:-1]
-    return msgs
-
-
 def generate(model: str, input: str | Path, out: str | Path, adapter: str | None = None,
              system: str | None = None, overrides: list[str] | None = None) -> int:
     """Answer every chat in `input` (its last user turn) and write chats + replies to `out`."""
-    from .data import load_examples
+    from .data import load_examples, prompt_turns
     from .io import write_jsonl
     from .lm.base import GenParams
     from .lm.local import LocalLM
@@ -89,7 +82,7 @@ def generate(model: str, input: str | Path, out: str | Path, adapter: str | None
     if adapter is not None:
         check_adapter_dir(adapter)
     resolve(model)
-    chats = [_prompt(ex) for ex in examples]
+    chats = [prompt_turns(ex["messages"]) for ex in examples]
     if system:
         chats = [[{"role": "system", "content": system}] + [m for m in c if m["role"] != "system"]
                  for c in chats]
@@ -130,9 +123,15 @@ def serve(model: str, adapter: str | None = None, host: str = "127.0.0.1", port:
     run_server(server)
 
 
-def run(recipe: str | Path, overrides: list[str] | None = None) -> dict:
-    """Run a recipe: its `study` key picks the study; stages go to runs/<name>/."""
+def run(recipe: str | Path, overrides: list[str] | None = None, only: str | None = None,
+        start: str | None = None, force: bool = False, dry_run: bool = False) -> dict:
+    """Run a recipe: its `study` key picks the study; stages go to runs/<name>/.
+
+    only / start: run just that stage, or that stage and the ones after it (earlier stages'
+    outputs must exist); force: re-run the selected stages even if cached; dry_run: list the
+    stages and whether each is cached, running nothing."""
     from .config import load_yaml
+    from .runs.study import run_study
     from .studies import STUDIES
 
     data = merge(load_yaml(recipe), parse_overrides(overrides or []))
@@ -145,7 +144,7 @@ def run(recipe: str | Path, overrides: list[str] | None = None) -> dict:
         _check_models(cfg)
     except AdaptlabError as e:
         raise AdaptlabError(f"{recipe}: {e}") from None
-    return module.run(cfg, recipe_path=str(recipe))
+    return run_study(study, module, cfg, only=only, start=start, force=force, dry=dry_run)
 
 
 def _local_models(cfg, where: str = ""):

@@ -58,7 +58,11 @@ def cmd_validate(a) -> int:
 def cmd_run(a) -> int:
     from .api import run
 
-    result = run(a.recipe, a.overrides)
+    result = run(a.recipe, a.overrides, only=a.only, start=a.start, force=a.force,
+                 dry_run=a.dry_run)
+    if a.dry_run:
+        _print_table(result["stages"], ["stage", "status", "seed", "inputs"])
+        return 0
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -121,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run a recipe's stages into runs/<name>/ (resumes, skips done)")
     s.add_argument("recipe", help="recipe YAML, e.g. recipes/tone.yaml")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--only", metavar="STAGE", help="run just this stage (its inputs must exist)")
+    g.add_argument("--from", dest="start", metavar="STAGE",
+                   help="run this stage and the ones after it (earlier outputs must exist)")
+    s.add_argument("--force", action="store_true", help="re-run the selected stages even if cached")
+    s.add_argument("--dry-run", action="store_true",
+                   help="list the stages and whether each is cached (cached/stale/new/partial/"
+                        "waiting); run nothing")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("runs", help="list runs and their key metrics")

@@ -44,7 +44,7 @@ def test_tuned_adapter_changes_tone_judge_scores(tmp_path):
     from adaptlab.evaluate.judges import ClassifierJudge
     from adaptlab.lm.base import GenParams
     from adaptlab.lm.local import LocalLM
-    from adaptlab.studies.tone import load_corpus
+    from adaptlab.data.corpus import load_passages as load_corpus
     from adaptlab.train import TuneConfig
     from adaptlab.train.lora import tune
 

@@ -290,6 +290,7 @@ def test_input_error_fields(in_tmp):
 # -- property tests -------------------------------------------------------------------------
 
 text = st.text(max_size=20)
+reply = st.text(max_size=20).filter(str.strip)  # an empty assistant reply is refused
 PROPERTY = settings(max_examples=50, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -302,14 +303,14 @@ def record(draw):
         msgs = [{"role": "system", "content": draw(text)}] if draw(st.booleans()) else []
         for _ in range(draw(st.integers(1, 3))):
             msgs += [{"role": "user", "content": draw(text)},
-                     {"role": "assistant", "content": draw(text)}]
+                     {"role": "assistant", "content": draw(reply)}]
         rec, norm = {"messages": msgs}, [dict(m) for m in msgs]
     elif kind == "prompt":
-        p, c = draw(text), draw(text)
+        p, c = draw(text), draw(reply)
         rec = {"prompt": p, "completion": c}
         norm = [{"role": "user", "content": p}, {"role": "assistant", "content": c}]
     else:
-        i, x, o = draw(text), draw(st.none() | text), draw(text)
+        i, x, o = draw(text), draw(st.none() | text), draw(reply)
         rec = {"instruction": i, "output": o} | ({} if x is None else {"input": x})
         norm = [{"role": "user", "content": f"{i}\n\n{x}" if x else i},
                 {"role": "assistant", "content": o}]
@@ -359,3 +360,21 @@ def test_arbitrary_bytes_load_or_input_error(tmp_path, data, require_reply):
         assert str(e).startswith(str(p))
     else:
         assert out and all(isinstance(ex["messages"], list) and ex["messages"] for ex in out)
+
+
+@pytest.mark.parametrize("rec,field", [
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]},
+     "messages[1].content"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " \n\t"}]},
+     "messages[1].content"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""},
+                   {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a"}]},
+     "messages[1].content"),
+    ({"prompt": "q", "completion": "  "}, "completion"),
+    ({"instruction": "q", "output": ""}, "output"),
+])
+def test_empty_assistant_reply_is_refused(in_tmp, rec, field):
+    write_lines(in_tmp / "data.jsonl", [rec])
+    with pytest.raises(InputError) as e:
+        load_examples("data.jsonl")
+    assert str(e.value) == f"data.jsonl:1: {field}: empty assistant reply"

@@ -68,12 +68,12 @@ class FakeLocalLM(FakeLM):
         self.model, self.tok = model or FakeModel(), tokenizer
 
 
-def fake_tune(cfg, d, n, precision, sim_dir, split_dir):
+def fake_tune(cfg, examples, d, source="data", eval_hook=None, **kw):
     d.mkdir(parents=True, exist_ok=True)
-    (d / "adapter_model.safetensors").write_bytes(b"fake adapter " + precision.encode())
+    (d / "adapter_model.safetensors").write_bytes(b"fake adapter " + cfg.precision.encode())
     (d / "loss.csv").write_text("step,loss\n1,2.0\n2,1.5\n")
     (d / "eval.csv").write_text("step,tone_rate\n2,0.5\n")
-    return {"steps": 2, "final_loss": 1.5, "n": n, "precision": precision}
+    return {"steps": 2, "final_loss": 1.5}
 
 
 @pytest.fixture
@@ -82,14 +82,14 @@ def pipeline(tmp_path, monkeypatch):
     import adaptlab.lm.local
     import adaptlab.lm.openai_http
     import adaptlab.models.load
-    import adaptlab.studies.tone
+    import adaptlab.train.lora
 
     monkeypatch.setenv(KEY_ENV, SENTINEL)
     monkeypatch.setenv("ADAPTLAB_RUNS", str(tmp_path / "runs"))
     monkeypatch.setattr(adaptlab.evaluate.embed, "embed", fake_embed)
     monkeypatch.setattr(adaptlab.lm.local, "LocalLM", FakeLocalLM)
     monkeypatch.setattr(adaptlab.models.load, "attach_adapter", lambda model, *a, **k: FakeModel())
-    monkeypatch.setattr(adaptlab.studies.tone, "stage_tune", fake_tune)
+    monkeypatch.setattr(adaptlab.train.lora, "tune", fake_tune)
     monkeypatch.setattr(adaptlab.lm.openai_http, "MAX_BACKOFF_S", 0.005)  # fast retries
     with FaultServer(answer=answer, slow_s=0.2) as server:
         server.echo_key = True  # error bodies quote part of the key, as real servers do
@@ -158,7 +158,8 @@ def test_api_key_never_leaks(pipeline, tmp_path, capfd, caplog, request):
 def test_config_and_backend_reprs_hold_no_key(pipeline, tmp_path):
     from adaptlab.api import run  # noqa: F401  (registers the studies)
     from adaptlab.config import from_dict, load_yaml, to_dict
-    from adaptlab.studies.tone import Config, make_lm
+    from adaptlab.lm.registry import make_lm
+    from adaptlab.studies.tone import Config
 
     _, recipe = pipeline
     data = load_yaml(recipe)

@@ -10,7 +10,7 @@ from adaptlab.errors import InputError
 from adaptlab.evaluate.judges import agreement, best_bias, LLMJudge
 from adaptlab.lm.base import GenParams
 from adaptlab.lm.fake import FakeLM
-from adaptlab.studies.tone import load_corpus, make_splits
+from adaptlab.data.corpus import load_labeled, load_passages as load_corpus, split_by_group
 from adaptlab.studies.tone_config import Config
 from adaptlab.synth.filters import ngram_copy_share
 from adaptlab.synth.simulate import Demo, ToneSpec, simulate, teacher_chat
@@ -33,12 +33,14 @@ def test_shipped_calibration_has_both_classes():
 
 def test_splits_are_disjoint_by_passage_and_sized():
     cfg = Config()
-    s = make_splits(load_corpus(CORPUS), cfg)
+    sizes = {"eval": cfg.split.eval_questions, "val": cfg.split.val_questions,
+             "train": cfg.split.train_questions}
+    s = split_by_group(load_corpus(CORPUS), sizes, cfg.seed)
     assert len(s["eval"]) == cfg.split.eval_questions
     assert len(s["train"]) == cfg.split.train_questions
     pids = [{it["passage_id"] for it in s[k]} for k in ("eval", "val", "train")]
     assert not (pids[0] & pids[1]) and not (pids[0] & pids[2]) and not (pids[1] & pids[2])
-    assert make_splits(load_corpus(CORPUS), cfg) == s  # deterministic
+    assert split_by_group(load_corpus(CORPUS), sizes, cfg.seed) == s  # deterministic
 
 
 @pytest.mark.parametrize("line,field", [
@@ -126,26 +128,23 @@ def test_trim_incomplete_keeps_whole_sentences_only():
     assert trim_incomplete("no end at all") == "no end at all"
 
 
-def test_llamacpp_backend_builds_a_llamacpp_lm_behind_the_cache(tmp_path, monkeypatch):
-    import adaptlab.lm.llamacpp as llamacpp
-    from adaptlab.lm.base import GenParams
-    from adaptlab.studies.tone import make_lm
-    from adaptlab.studies.tone_config import BackendConfig
+@pytest.mark.parametrize("line,field", [
+    ('{"text": "hi"}', "label"),
+    ('{"text": "hi", "label": 2}', "label"),
+    ('{"label": 1}', "text"),
+    ('{"text": "hi", "label": true}', "label"),
+])
+def test_labeled_set_errors_name_file_line_field(tmp_path, line, field):
+    p = tmp_path / "cal.jsonl"
+    p.write_text('{"text": "ok", "label": 1}\n' + line + "\n")
+    with pytest.raises(InputError) as e:
+        load_labeled(str(p))
+    assert str(e.value).startswith(f"{p}:2: {field}:")
 
-    built = []
 
-    class Stub:  # like LlamaCppLM: generation only, no scorer
-        def __init__(self, ref):
-            built.append(ref)
-            self.name = f"llamacpp:{ref}"
-
-        def chat(self, chats, params):
-            return ["ok" for _ in chats]
-
-    monkeypatch.setattr(llamacpp, "LlamaCppLM", Stub)
-    lm = make_lm(BackendConfig(model="qwen2.5-coder-0.5b-instruct", backend="llamacpp"),
-                 tmp_path / "cache.sqlite")
-    assert built == ["qwen2.5-coder-0.5b-instruct"]
-    assert isinstance(lm.inner, Stub) and lm.name == "llamacpp:qwen2.5-coder-0.5b-instruct"
-    assert not hasattr(lm, "score")  # so the LLM judge asks the Yes/No rubric on it
-    assert lm.chat([[{"role": "user", "content": "hi"}]], GenParams()) == ["ok"]
+def test_labeled_set_bad_json_line_is_one_line_error_not_a_traceback(tmp_path):
+    p = tmp_path / "cal.jsonl"
+    p.write_text('{"text": "ok", "label": 1}\n{"text": "x", "label": 1\n')
+    with pytest.raises(InputError) as e:
+        load_labeled(str(p))
+    assert str(e.value).startswith(f"{p}:2: invalid JSON")

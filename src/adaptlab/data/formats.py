@@ -51,9 +51,17 @@ def _messages(rec: dict, require_reply: bool) -> list[dict]:
         out.append({"role": role, "content": content})
     if require_reply and out[-1]["role"] != "assistant":
         raise _Bad(f"messages[{len(out) - 1}].role", "conversation must end on an assistant turn")
+    for i, m in enumerate(out):  # an empty target teaches the model to say nothing
+        if m["role"] == "assistant" and not m["content"].strip():
+            raise _Bad(f"messages[{i}].content", "empty assistant reply")
     if not any(m["role"] == "user" for m in out):
         raise _Bad("messages", "no user turn")
     return out
+
+
+def _nonempty(reply: str | None, key: str) -> None:
+    if reply is not None and not reply.strip():
+        raise _Bad(key, "empty assistant reply")
 
 
 def to_messages(rec: Any, require_reply: bool = True) -> dict:
@@ -67,11 +75,13 @@ def to_messages(rec: Any, require_reply: bool = True) -> dict:
         completion = _str(rec, "completion", optional=not require_reply)
         msgs = [{"role": "user", "content": prompt}]
         msgs += [{"role": "assistant", "content": completion}] if completion is not None else []
+        _nonempty(completion, "completion")
     elif "instruction" in rec:
         ins, inp = _str(rec, "instruction"), _str(rec, "input", optional=True)
         out = _str(rec, "output", optional=not require_reply)
         msgs = [{"role": "user", "content": f"{ins}\n\n{inp}" if inp else ins}]
         msgs += [{"role": "assistant", "content": out}] if out is not None else []
+        _nonempty(out, "output")
     else:
         raise _Bad(None, "unknown format: expected 'messages', 'prompt'/'completion' "
                          "or 'instruction'/'output'")
@@ -161,6 +171,20 @@ def _source(path: str) -> Iterator[tuple[int, Any]]:
         except Exception as e:  # pyarrow raises several types for corrupt files
             raise InputError(path, None, None, f"unreadable parquet ({one_line(e)})") from None
     return _jsonl_records(p)
+
+
+def prompt_turns(messages: list[dict]) -> list[dict]:
+    """The chat up to its last user turn: what a model is asked, without the reply."""
+    msgs = list(messages)
+    while msgs and msgs[-1]["role"] == "assistant":
+        msgs = msgs[:-1]
+    return msgs
+
+
+def read_records(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line or row number, raw record) of a JSONL / Parquet / saved-dataset file; unreadable
+    files and bad JSON lines raise InputError naming the file and line. Callers check fields."""
+    return _source(str(path))
 
 
 def load_examples(path: str | Path, require_reply: bool = True) -> list[dict]:

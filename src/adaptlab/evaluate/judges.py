@@ -92,8 +92,10 @@ class LLMJudge:
                 {"role": "user", "content": "Please answer my question."}]
 
     def margins(self, texts: Sequence[str]) -> list[float]:
+        from ..lm.base import Scorer, supports
+
         texts = list(texts)
-        if hasattr(self.lm, "score"):
+        if supports(self.lm, Scorer):
             n = len(texts)
             lp = self.lm.score([self._speak(self.description)] * n + [self._speak(self.contrast)] * n,
                                texts + texts)

@@ -1,7 +1,15 @@
-"""The LM protocol every backend implements, and the sampling parameters it takes."""
+"""The LM protocol every backend implements, the capabilities some add, and the sampling parameters.
+
+Capabilities are protocols, tested with `supports(lm, Scorer)` (or isinstance), never hasattr:
+- LM: chat(chats, params) -> texts; every backend.
+- Scorer: score(chats, continuations) -> log-probabilities (local models).
+- ChoiceScorer: choice_logprobs(chats, options) -> one log-probability per option (local models).
+- AdapterHost: set_adapter(path | None); the LM's name then names the adapter's weights.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
@@ -77,6 +85,41 @@ class Scorer(Protocol):
     name: str
 
     def score(self, chats: Sequence[Chat], continuations: Sequence[str]) -> list[float]: ...
+
+
+@runtime_checkable
+class ChoiceScorer(Protocol):
+    """For each chat, the log-probability of each option as the reply (multiple choice, Yes/No)."""
+
+    name: str
+
+    def choice_logprobs(self, chats: Sequence[Chat], options: Sequence[str]) -> list[list[float]]: ...
+
+
+@runtime_checkable
+class AdapterHost(Protocol):
+    """Swaps LoRA adapters on one loaded base; `name` changes with the adapter's weights."""
+
+    name: str
+
+    def set_adapter(self, path: str | None) -> None: ...
+
+
+def supports(lm: object, protocol: type) -> bool:
+    """Whether `lm` has the capability `protocol` (one of the runtime-checkable protocols here)."""
+    return isinstance(lm, protocol)
+
+
+def adapter_name(base: str, path: str | None) -> str:
+    """The name of `base` with the adapter at `path`: `base+<first 16 hex of the sha256 of
+    path/adapter_model.safetensors>` (`base+none` if there is no such file), `base` for None.
+    Named by content, not path, so cached answers of different weights never collide."""
+    if path is None:
+        return base
+    from ..io import sha256_file
+
+    weights = Path(path) / "adapter_model.safetensors"
+    return f"{base}+{sha256_file(weights)[:16] if weights.is_file() else 'none'}"
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -5,11 +5,15 @@ from typing import Sequence
 
 from .. import progress
 from ..models.chat import render_ids, stop_token_ids
-from .base import Chat, GenParams, cut_at_stop
+from .base import Chat, GenParams, adapter_name, cut_at_stop
 
 
 class LocalLM:
-    """A transformers causal LM behind the LM and Scorer protocols."""
+    """A transformers causal LM behind the LM, Scorer, ChoiceScorer and AdapterHost protocols.
+
+    `name` names the base model (default `local:<ref>:<precision>`); with an adapter it becomes
+    `<base>+<first 16 hex of the sha256 of adapter_model.safetensors>`.
+    """
 
     def __init__(self, ref: str, precision: str = "fp32", adapter: str | None = None,
                  batch_size: int = 8, device: str = "cpu", model=None, tokenizer=None,
@@ -21,7 +25,8 @@ class LocalLM:
                                           trust_remote_code=trust_remote_code)
         self.model, self.tok, self.device = model, tokenizer, device
         self.batch_size = batch_size
-        self.name = name or f"local:{ref}:{precision}" + (f"+{adapter}" if adapter else "")
+        self.base_name = name or f"local:{ref}:{precision}"
+        self.name = adapter_name(self.base_name, adapter)
         self._stops = stop_token_ids(self.tok)
 
     # -- generation -------------------------------------------------------------------------
@@ -94,14 +99,17 @@ class LocalLM:
 
     # -- adapters ---------------------------------------------------------------------------
     def set_adapter(self, path: str | None) -> None:
-        """Swap in the LoRA adapter at `path`, or go back to the bare base with None."""
+        """Swap in the LoRA adapter at `path`, or go back to the bare base with None; `name`
+        follows (the base name + the adapter weights' hash)."""
         from ..errors import require
         from ..models.load import attach_adapter
 
         if isinstance(self.model, require("peft", "train").PeftModel):
             self.model = self.model.unload()
+        self.name = self.base_name
         if path is not None:
             self.model = attach_adapter(self.model, path).eval()
+            self.name = adapter_name(self.base_name, path)
 
     # -- multiple choice ----------------------------------------------------------------------
     def choice_logprobs(self, chats: Sequence[Chat], options: Sequence[str]) -> list[list[float]]:

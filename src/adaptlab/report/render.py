@@ -62,6 +62,8 @@ def write_report(d: Path, title: str, sections: list[dict], data: dict) -> dict:
             body.append(html_table(s["table"]))
         if s.get("image"):
             img = Path(s["image"])
+            if img.parent != d:  # logged by another stage: the Markdown links a copy beside it
+                write_bytes(d / img.name, img.read_bytes())
             md.append(f"![{s['title']}]({img.name})\n")
             b64 = base64.b64encode(img.read_bytes()).decode()
             body.append(f"<img alt='{html.escape(s['title'])}' src='data:image/png;base64,{b64}'>")

@@ -49,8 +49,10 @@ def runs_root() -> Path:
 
 class Run:
     def __init__(self, name: str, root: str | Path | None = None, recipe: dict | None = None,
-                 study: str = ""):
+                 study: str = "", seed: int | None = None):
         self.name = name
+        self.seed = seed
+        """Recorded in the manifest of a stage that has no seed of its own."""
         self.root = Path(root) if root is not None else runs_root()
         self.dir = self.root / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +88,7 @@ class Run:
         write_json(manifest, {
             "stage": name, "key": key, "config": config,
             "inputs": {k: {"path": str(v), "sha256": in_hashes[k]} for k, v in inputs.items()},
-            "versions": versions(), "seed": seed, "seconds": round(seconds, 1),
+            "versions": versions(), "seed": self.seed if seed is None else seed, "seconds": round(seconds, 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "metrics": metrics,
         })
         self.timings[name] = seconds

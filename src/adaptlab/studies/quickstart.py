@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import to_dict
+from ..runs.declare import Out, Stage
 from ..train.config import TuneConfig
 
 
@@ -22,23 +22,50 @@ class Config:
     """Generation length for the prompts."""
 
 
-def run(cfg: Config, recipe_path: str = "") -> dict:
-    from ..api import _check_lengths, generate
+@dataclass
+class GenerateStage:
+    model: str
+    max_new_tokens: int
+    batch_size: int = 32
+
+
+def check(cfg: Config) -> None:
+    """Bad or over-long examples fail before anything is written."""
     from ..data import load_examples
-    from ..runs import Run
+    from ..train.lengths import check_lengths
+
+    load_examples(cfg.prompts, require_reply=False)
+    check_lengths(cfg.tune, load_examples(cfg.data), cfg.data)
+
+
+def tune_stage(cfg: TuneConfig, inputs: dict[str, Path], ctx) -> dict:
+    from ..data import load_examples
     from ..train.lora import tune
 
-    examples = load_examples(cfg.data)
-    load_examples(cfg.prompts, require_reply=False)
-    _check_lengths(cfg.tune, examples, cfg.data)  # over-long examples fail before anything is written
-    run_ = Run(cfg.name, recipe=to_dict(cfg), study="tune")
-    t = run_.stage("tune", to_dict(cfg.tune), {"data": cfg.data},
-                   lambda d, work: tune(cfg.tune, examples, d, source=cfg.data))
-    g = run_.stage("generate", {"model": cfg.tune.model, "max_new_tokens": cfg.max_new_tokens},
-                   {"prompts": cfg.prompts, "adapter": t.dir / "adapter_model.safetensors"},
-                   lambda d, work: {"answers": generate(
-                       cfg.tune.model, cfg.prompts, Path(d) / "answers.jsonl", adapter=str(t.dir),
-                       overrides=[f"max_new_tokens={cfg.max_new_tokens}"])})
-    metrics = {"final_loss": t.metrics.get("final_loss"), "answers": g.metrics.get("answers")}
-    run_.finish(metrics)
-    return {"run": str(run_.dir), **metrics, "timings_s": run_.timings}
+    return tune(cfg, load_examples(inputs["data"]), ctx.dir, source=str(inputs["data"]))
+
+
+def generate_stage(cfg: GenerateStage, inputs: dict[str, Path], ctx) -> dict:
+    from ..data import load_examples, prompt_turns
+    from ..io import write_jsonl
+    from ..lm.base import GenParams
+    from ..lm.config import BackendConfig
+    from ..lm.registry import make_lm
+
+    chats = [prompt_turns(ex["messages"]) for ex in load_examples(inputs["prompts"], require_reply=False)]
+    lm = make_lm(BackendConfig(model=cfg.model, batch_size=cfg.batch_size))
+    lm.set_adapter(str(inputs["adapter"].parent))
+    replies = lm.chat(chats, GenParams(max_new_tokens=cfg.max_new_tokens))
+    write_jsonl(ctx.dir / "answers.jsonl", [{"messages": c + [{"role": "assistant", "content": r}]}
+                                            for c, r in zip(chats, replies)])
+    return {"answers": len(replies)}
+
+
+def stages(cfg: Config) -> list[Stage]:
+    return [Stage("tune", tune_stage, cfg.tune, {"data": cfg.data}),
+            Stage("generate", generate_stage, GenerateStage(cfg.tune.model, cfg.max_new_tokens),
+                  {"prompts": cfg.prompts, "adapter": Out("tune", "adapter_model.safetensors")})]
+
+
+def summary(metrics: dict[str, dict]) -> dict:
+    return {"final_loss": metrics["tune"].get("final_loss"), "answers": metrics["generate"].get("answers")}

@@ -1,39 +1,13 @@
-"""Configuration of the tone-of-voice study (one dataclass per part)."""
+"""Configuration of the tone-of-voice study: the recipe (`Config`), and one dataclass per stage
+holding exactly what that stage reads (its cache key)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..lm.config import BackendConfig
 from ..synth.simulate import ToneSpec
 from ..train.config import TuneConfig
-
-
-@dataclass
-class BackendConfig:
-    """Where an LM runs: a local model (packaged name, dir or hub id) or an OpenAI-compatible URL."""
-
-    model: str = "qwen2.5-coder-0.5b-instruct"
-    """Model reference (local) or model name (openai)."""
-    backend: Literal["local", "llamacpp", "openai"] = "local"
-    """local = transformers on this machine; llamacpp = the packaged GGUF on llama.cpp (extra
-    `adaptlab[llamacpp]`; fast quantized CPU decoding, for teachers); openai = any
-    OpenAI-compatible endpoint."""
-    base_url: str | None = None
-    """Endpoint for backend=openai (vLLM, llama.cpp server, Ollama, OpenAI)."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the API key (never written anywhere)."""
-    batch_size: int = 8
-    """Local batch size / HTTP concurrency."""
-    precision: Literal["fp32", "bf16", "int8"] = "fp32"
-    """Local weights precision for inference."""
-
-    def __post_init__(self) -> None:
-        import re
-
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
-            # most likely the key itself, pasted here: it would be saved with the config; don't echo it
-            raise ValueError("api_key_env: expected the name of an environment variable that holds "
-                             "the key (e.g. OPENAI_API_KEY), not the key")
 
 
 @dataclass
@@ -116,3 +90,56 @@ class Config:
             raise ValueError(f"main_size {self.main_size} is not in train_sizes {self.train_sizes}")
         if not self.precisions:
             raise ValueError("precisions: expected at least one")
+
+
+# -- what each stage receives (built from Config by tone.stages) ----------------------------
+@dataclass
+class SplitStage:
+    split: SplitConfig
+    seed: int
+
+
+@dataclass
+class JudgesStage:
+    description: str
+    contrast: str
+    judge: BackendConfig
+    calibration_limit: int
+    seed: int
+
+
+@dataclass
+class SimulateStage:
+    tone: ToneSpec
+    teacher: BackendConfig
+    filters: FilterConfig
+    max_new_tokens: int
+    temperature: float
+    teacher_source: str
+    context: str
+    seed: int
+
+
+@dataclass
+class TuneStage:
+    tune: TuneConfig
+    """The LoRA settings, with model, precision, seed and eval_every filled in."""
+    n: int
+    context: str
+    max_new_tokens: int
+    """Answer length of the validation curve."""
+    seed: int
+
+
+@dataclass
+class EvaluateStage:
+    student: str
+    eval_batch_size: int
+    context: str
+    tone: ToneSpec
+    teacher: BackendConfig
+    judge: BackendConfig
+    max_new_tokens: int
+    main_adapter: str
+    adapters: list[str]
+    seed: int

@@ -1,0 +1,37 @@
+"""Where an LM runs: the one backend config every study uses (built by `lm.registry.make_lm`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass
+class BackendConfig:
+    """Where an LM runs: a local model (packaged name, dir or hub id) or an OpenAI-compatible URL."""
+
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    """Model reference (local) or model name (openai)."""
+    backend: str = "local"
+    """local = transformers on this machine; llamacpp = the packaged GGUF on llama.cpp (extra
+    `adaptlab[llamacpp]`; fast quantized CPU decoding, for teachers); openai = any
+    OpenAI-compatible endpoint."""
+    base_url: str | None = None
+    """Endpoint for backend=openai (vLLM, llama.cpp server, Ollama, OpenAI)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (never written anywhere)."""
+    batch_size: int = 8
+    """Local batch size / HTTP concurrency."""
+    precision: Literal["fp32", "bf16", "int8"] = "fp32"
+    """Local weights precision for inference."""
+
+    def __post_init__(self) -> None:
+        import re
+
+        from .registry import BACKENDS, unknown_backend  # lazily: the registry imports this module
+
+        if self.backend not in BACKENDS:
+            raise ValueError(unknown_backend(self.backend))
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
+            # most likely the key itself, pasted here: it would be saved with the config; don't echo it
+            raise ValueError("api_key_env: expected the name of an environment variable that holds "
+                             "the key (e.g. OPENAI_API_KEY), not the key")

@@ -1,0 +1,130 @@
+"""The tone study's stages before evaluation: split, judges, simulate, tune.
+
+Each is `fn(config, inputs, ctx)`: the config is the stage's own dataclass (tone_config), the
+inputs the files it reads; nothing else reaches it, so its cache key cannot go stale.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from .. import progress
+from ..data.corpus import load_labeled, load_passages, split_by_group
+from ..io import read_jsonl, write_json, write_jsonl
+from ..lm.base import GenParams
+from ..lm.registry import make_lm
+from ..report.render import table
+from .tone_config import JudgesStage, SimulateStage, SplitStage, TuneStage
+
+
+def student_chat(item: dict, context: str, system: str | None = None) -> list[dict]:
+    q = item["question"]
+    user = f"Context: {item['passage']}\n\nQuestion: {q}" if context == "passage" else q
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+
+
+def gen_params(max_new_tokens: int, seed: int, temperature: float = 0.0) -> GenParams:
+    return GenParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+
+
+def fit_classifier(calibration: Path, seed: int):
+    """The learned judge, refit from the labeled set wherever needed (seconds, deterministic)."""
+    from ..evaluate.judges import ClassifierJudge
+
+    return ClassifierJudge(seed=seed).fit(*load_labeled(calibration))
+
+
+# -- split ----------------------------------------------------------------------------------
+def split_stage(cfg: SplitStage, inputs: dict[str, Path], ctx) -> dict:
+    """Passages -> evaluation, validation and training questions, by passage."""
+    sizes = {"eval": cfg.split.eval_questions, "val": cfg.split.val_questions,
+             "train": cfg.split.train_questions}
+    parts = split_by_group(load_passages(inputs["corpus"]), sizes, cfg.seed)
+    for part, rows in parts.items():
+        write_jsonl(ctx.dir / f"{part}.jsonl", rows)
+    return {k: len(v) for k, v in parts.items()}
+
+
+# -- judges ---------------------------------------------------------------------------------
+def judges_stage(cfg: JudgesStage, inputs: dict[str, Path], ctx) -> dict:
+    """Both tone judges' held-out accuracy on the labeled set; the LLM judge's bias."""
+    from ..evaluate.judges import ClassifierJudge, LLMJudge
+
+    texts, labels = load_labeled(inputs["calibration"])
+    clf = ClassifierJudge(seed=cfg.seed).cross_validate(texts, labels)
+    n = cfg.calibration_limit or len(texts)
+    llm_judge = LLMJudge(make_lm(cfg.judge, ctx.cache), cfg.description, cfg.contrast)
+    llm = llm_judge.calibrate(texts[:n], labels[:n], seed=cfg.seed)
+    write_json(ctx.dir / "judges.json", {"classifier": clf, "llm": llm, "llm_bias": llm_judge.bias,
+                                         "llm_model": cfg.judge.model})
+    cols = ["judge", "n", "accuracy", "in_tone_recall", "off_tone_recall", "chance"]
+    rows = [{"judge": "classifier (MiniLM + style, logistic regression, 5-fold CV)", **clf},
+            {"judge": f"LLM ({cfg.judge.model}, calibrated bias, 5-fold CV)", **llm}]
+    ctx.section("Judge calibration on the labeled set", table=table(rows, cols), rank=60)
+    ctx.data["judges"] = {"classifier": clf, "llm": llm, "llm_bias": llm_judge.bias,
+                          "llm_model": cfg.judge.model}
+    return {"classifier_accuracy": clf["accuracy"], "llm_accuracy": llm["accuracy"]}
+
+
+# -- simulate -------------------------------------------------------------------------------
+def simulate_stage(cfg: SimulateStage, inputs: dict[str, Path], ctx) -> dict:
+    """The teacher answers the training questions in the tone; the filters drop bad answers."""
+    from ..synth.filters import filter_answers
+    from ..synth.simulate import simulate
+
+    items = [{**it, "facts": it[cfg.teacher_source]} for it in read_jsonl(inputs["train"])]
+    teacher = make_lm(cfg.teacher, ctx.cache)
+    rows = simulate(items, teacher, cfg.tone, gen_params(cfg.max_new_tokens, cfg.seed, cfg.temperature),
+                    ctx.work / "journal.jsonl", chunk=cfg.teacher.batch_size)
+    f = cfg.filters
+    scores = fit_classifier(inputs["calibration"], cfg.seed).score([r["simulated"] for r in rows])
+    kept, stats = filter_answers(rows, scores, f.min_words, f.max_copy, f.min_topic_sim,
+                                 f.min_tone, f.max_dup_sim)
+    write_jsonl(ctx.dir / "candidates.jsonl", rows)
+    write_jsonl(ctx.dir / "train.jsonl", [{"messages": student_chat(r, cfg.context) + [
+        {"role": "assistant", "content": r["simulated"]}], "neutral": r["answer"], "id": r["id"]}
+        for r in kept])
+    write_json(ctx.dir / "filter_stats.json", stats)
+    drops = [{"reason": k, "dropped": v} for k, v in stats["dropped"].items()] or [{"reason": "none", "dropped": 0}]
+    ctx.section(f"Simulated data filters: kept {stats['kept']} of {stats['candidates']}",
+                table=table(drops), rank=70)
+    ctx.data["filters"] = stats
+    return stats
+
+
+# -- tune -----------------------------------------------------------------------------------
+def tone_rate_hook(cfg: TuneStage, val: list[dict], clf):
+    """Evaluation hook for training: greedy answers to the validation questions, judged."""
+    from ..evaluate.metrics import rate
+    from ..lm.local import LocalLM
+
+    def hook(step: int, model, tok) -> dict:
+        lm = LocalLM(cfg.tune.model, model=model, tokenizer=tok, batch_size=len(val) or 1)
+        outs = lm.chat([student_chat(v, cfg.context) for v in val], gen_params(cfg.max_new_tokens, cfg.seed))
+        return {"tone_rate": rate(clf.score(outs))}
+    return hook
+
+
+def tune_stage(cfg: TuneStage, inputs: dict[str, Path], ctx) -> dict:
+    """A LoRA adapter on the first N simulated examples, with the validation tone curve."""
+    from ..data import load_examples
+    from ..train.lora import tune
+
+    examples = load_examples(inputs["train"])
+    if len(examples) < cfg.n:
+        progress.log(f"only {len(examples)} simulated examples survived the filters; N={cfg.n} uses all")
+    val = read_jsonl(inputs["val"]) if "val" in inputs else []
+    hook = (tone_rate_hook(cfg, val, fit_classifier(inputs["calibration"], cfg.seed))
+            if cfg.tune.eval_every and val else None)
+    summary = tune(cfg.tune, examples[: cfg.n], ctx.dir, source=str(inputs["train"]), eval_hook=hook)
+    tuned = {"n": min(cfg.n, len(examples)), "precision": cfg.tune.precision}
+    write_json(ctx.dir / "tuned.json", tuned)
+    return {**{k: summary[k] for k in ("steps", "final_loss")}, **tuned}
+
+
+def tune_config(cfg, precision: str, n: int) -> TuneStage:
+    """What the tune stage for (precision, N) reads, from the recipe."""
+    tcfg = replace(cfg.tune, model=cfg.student, precision=precision, seed=cfg.seed,
+                   eval_every=cfg.curve_every)
+    return TuneStage(tune=tcfg, n=n, context=cfg.context, max_new_tokens=cfg.max_new_tokens,
+                     seed=cfg.seed)
