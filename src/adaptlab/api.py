@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from .config import from_dict, merge, parse_overrides, to_dict
-from .errors import AdaptlabError, one_line
+from .errors import AdaptlabError, one_line, requires
 
 
 def tune(data: str | Path, out: str | Path, model: str | None = None, merge: bool = False,
@@ -70,6 +70,7 @@ class GenerateConfig:
 def generate(model: str, input: str | Path, out: str | Path, adapter: str | None = None,
              system: str | None = None, overrides: list[str] | None = None) -> int:
     """Answer every chat in `input` (its last user turn) and write chats + replies to `out`."""
+    requires("train")
     from .data import load_examples, prompt_turns
     from .io import write_jsonl
     from .lm.base import GenParams
@@ -102,6 +103,7 @@ def serve(model: str, adapter: str | None = None, host: str = "127.0.0.1", port:
     The key clients must send comes from $`api_key_env`, else $ADAPTLAB_API_KEY if set; without
     one only a loopback host is allowed. Everything is checked and the port bound before the
     model loads."""
+    requires("train")
     from .lm.local import LocalLM
     from .models import resolve
     from .models.load import check_adapter_dir

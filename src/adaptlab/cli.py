@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from .errors import AdaptlabError
+from .errors import AdaptlabError, missing_extra
 
 
 def _print_table(rows: list[dict], cols: list[str]) -> None:
@@ -90,6 +90,12 @@ def cmd_runs(a) -> int:
     return 0
 
 
+def _fail(e: AdaptlabError) -> int:
+    msg = " ".join(str(e).splitlines())  # one line, whatever a message holds
+    print(f"adaptlab: error: {msg}", file=sys.stderr)
+    return e.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adaptlab", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -157,9 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except AdaptlabError as e:
-        msg = " ".join(str(e).splitlines())  # one line, whatever a message holds
-        print(f"adaptlab: error: {msg}", file=sys.stderr)
-        return e.exit_code
+        return _fail(e)
+    except ImportError as e:  # an extra not installed, imported deep inside a call
+        hint = missing_extra(e)
+        if hint is None:
+            raise
+        return _fail(hint)
     except KeyboardInterrupt:
         print("adaptlab: interrupted (finished work is kept; run again to resume)", file=sys.stderr)
         return 130

@@ -43,3 +43,31 @@ def require(module: str, extra: str):
         if e.name and e.name.split(".")[0] != module.split(".")[0]:
             raise
         raise MissingExtra(module, extra) from None
+
+
+# The importable modules behind each extra of pyproject.toml, for install hints.
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "train": ("torch", "transformers", "peft", "accelerate", "safetensors", "gguf"),
+    "eval": ("sentence_transformers", "sklearn", "scipy", "matplotlib"),
+    "data": ("pyarrow", "datasets"),
+    "openai": ("openai",),
+    "llamacpp": ("llama_cpp",),
+    "bench": ("trl", "psutil"),
+}
+_EXTRA_OF = {m: extra for extra, mods in EXTRAS.items() for m in mods}
+
+
+def requires(*extras: str) -> None:
+    """Fail fast, before anything is written, if a module of these extras is missing."""
+    import importlib.util
+
+    for extra in extras:
+        for module in EXTRAS[extra]:
+            if importlib.util.find_spec(module) is None:
+                raise MissingExtra(module, extra)
+
+
+def missing_extra(e: ImportError) -> MissingExtra | None:
+    """The install hint for an ImportError of a module that an extra provides, else None."""
+    top = (e.name or "").split(".")[0]
+    return MissingExtra(top, _EXTRA_OF[top]) if top in _EXTRA_OF else None

@@ -21,8 +21,11 @@ HI = [[{"role": "user", "content": "hi"}]]
 
 @pytest.fixture(autouse=True)
 def own_registry(monkeypatch):
-    """Each test registers on a copy: nothing it adds leaks into other tests."""
-    monkeypatch.setattr(registry, "BACKENDS", dict(registry.BACKENDS))
+    """Each test's registrations are undone after it: nothing it adds leaks into other tests."""
+    saved = dict(registry.BACKENDS)
+    yield
+    registry.BACKENDS.clear()
+    registry.BACKENDS.update(saved)
 
 
 def test_builtin_backends():

@@ -27,7 +27,7 @@ class BackendConfig:
     def __post_init__(self) -> None:
         import re
 
-        from .registry import BACKENDS, unknown_backend  # lazily: the registry imports this module
+        from .backends import BACKENDS, unknown_backend
 
         if self.backend not in BACKENDS:
             raise ValueError(unknown_backend(self.backend))

@@ -9,52 +9,14 @@ and a test can monkeypatch the backend class in its module).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 from ..errors import AdaptlabError
+from .backends import BACKENDS, Factory, register_backend, unknown_backend
 from .base import LM
 from .cache import CachedLM
 from .config import BackendConfig
 
-Factory = Callable[..., LM]
-"""`factory(cfg: BackendConfig, **kwargs) -> LM`; kwargs are backend-specific."""
-
-
-def _local(cfg: BackendConfig, **kwargs) -> LM:
-    """kwargs: model=, tokenizer= (wrap a model already in memory), name=, device=."""
-    from .local import LocalLM
-
-    return LocalLM(cfg.model, precision=cfg.precision, batch_size=cfg.batch_size, **kwargs)
-
-
-def _openai(cfg: BackendConfig, **kwargs) -> LM:
-    from .openai_http import OpenAILM
-
-    return OpenAILM(cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_env,
-                    concurrency=cfg.batch_size, **kwargs)
-
-
-def _llamacpp(cfg: BackendConfig, **kwargs) -> LM:
-    from .llamacpp import LlamaCppLM
-
-    return LlamaCppLM(cfg.model, **kwargs)
-
-
-BACKENDS: dict[str, Factory] = {"local": _local, "llamacpp": _llamacpp, "openai": _openai}
-
-
-def unknown_backend(name: object) -> str:
-    return f"backend: expected one of {'/'.join(BACKENDS)}, got {name!r}"
-
-
-def register_backend(name: str, factory: Factory) -> None:
-    """Make `name` a valid `BackendConfig.backend`, built by `factory(cfg, **kwargs)`.
-    Registering an existing name replaces its factory."""
-    if not isinstance(name, str) or not name.strip() or "/" in name:
-        raise AdaptlabError(f"backend name: expected a non-empty string without '/', got {name!r}")
-    if not callable(factory):
-        raise AdaptlabError(f"backend {name!r}: factory {factory!r} is not callable")
-    BACKENDS[name] = factory
+__all__ = ["BACKENDS", "Factory", "make_lm", "register_backend", "unknown_backend"]
 
 
 def make_lm(cfg: BackendConfig, cache: str | Path | None = None, **kwargs) -> LM:

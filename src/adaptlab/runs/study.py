@@ -1,12 +1,14 @@
 """Run a study: its checks, its declared stages (cached, resumable), its headline metrics.
 
-A study is a module with `Config` (a dataclass), `check(cfg)` (validate every input before
+A study is a module with `Config` (a dataclass), `EXTRAS` (the extras it needs, checked before
+anything is written), `check(cfg)` (validate every input before
 anything is written), `stages(cfg) -> list[Stage]` and `summary(metrics) -> dict` (headline
 metrics from each stage's manifest metrics). See docs/writing-a-study.md.
 """
 from __future__ import annotations
 
 from ..config import to_dict
+from ..errors import requires
 from ..io import read_json
 from .declare import dry_run, run_stages
 from .stage import Run, runs_root
@@ -25,6 +27,7 @@ def stage_metrics(run_dir, names: list[str]) -> dict[str, dict] | None:
 
 def run_study(study: str, module, cfg, only: str | None = None, start: str | None = None,
               force: bool = False, dry: bool = False) -> dict:
+    requires(*getattr(module, "EXTRAS", ()))
     module.check(cfg)
     stages = module.stages(cfg)
     if dry:

@@ -8,6 +8,9 @@ from ..runs.declare import Out, Stage
 from ..train.config import TuneConfig
 
 
+EXTRAS = ("train",)
+
+
 @dataclass
 class Config:
     name: str = "quickstart"

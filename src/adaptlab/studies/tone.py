@@ -12,15 +12,21 @@ Stages (each cached and resumable under runs/<name>/):
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..data.corpus import load_labeled, load_passages
 from ..report.stage import ReportConfig, report_inputs, report_stage
 from ..runs.declare import Out, Stage
+from ..train.sweep import Point, grid
 from .tone_config import Config, EvaluateStage, JudgesStage, SimulateStage, SplitStage
 from .tone_eval import evaluate_stage
 from .tone_report import curves_stage
 from .tone_stages import judges_stage, simulate_stage, split_stage, tune_config, tune_stage
 
-__all__ = ["Config", "check", "stages", "summary"]
+__all__ = ["Config", "EXTRAS", "check", "stages", "summary"]
+
+EXTRAS = ("train", "eval")
+"""Extras the study needs; checked before anything is written."""
 
 
 def check(cfg: Config) -> None:
@@ -29,18 +35,13 @@ def check(cfg: Config) -> None:
     load_labeled(cfg.calibration)
 
 
-def tune_name(precision: str, n: int) -> str:
-    return f"tune-{precision}-n{n}"
-
-
 def _tune_stages(cfg: Config) -> list[Stage]:
     out = []
-    for precision in cfg.precisions:
-        for n in cfg.train_sizes:
-            inputs = {"train": Out("simulate", "train.jsonl")}
-            if cfg.curve_every:  # the validation curve reads these; without it they are no input
-                inputs |= {"val": Out("split", "val.jsonl"), "calibration": cfg.calibration}
-            out.append(Stage(tune_name(precision, n), tune_stage, tune_config(cfg, precision, n), inputs))
+    for pt in grid(cfg.train_sizes, cfg.precisions, [cfg.seed]):
+        inputs = {"train": Out("simulate", "train.jsonl")}
+        if cfg.curve_every:  # the validation curve reads these; without it they are no input
+            inputs |= {"val": Out("split", "val.jsonl"), "calibration": cfg.calibration}
+        out.append(Stage(pt.name(), tune_stage, tune_config(cfg, pt.precision, pt.n, pt.seed), inputs))
     return out
 
 
@@ -50,7 +51,7 @@ def stages(cfg: Config) -> list[Stage]:
     evaluate = EvaluateStage(
         student=cfg.student, eval_batch_size=cfg.eval_batch_size, context=cfg.context, tone=cfg.tone,
         teacher=cfg.teacher, judge=cfg.judge, max_new_tokens=cfg.max_new_tokens,
-        main_adapter=tune_name(cfg.precisions[0], cfg.main_size), adapters=adapters, seed=cfg.seed)
+        main_adapter=Point(cfg.main_size, cfg.precisions[0], cfg.seed).name(), adapters=adapters, seed=cfg.seed)
     ev_inputs = {"eval": Out("split", "eval.jsonl"), "judges": Out("judges", "judges.json"),
                  "calibration": cfg.calibration}
     for a in adapters:
@@ -62,7 +63,7 @@ def stages(cfg: Config) -> list[Stage]:
                                                   cfg.judge_calibration_limit, cfg.seed),
               {"calibration": cfg.calibration}),
         Stage("simulate", simulate_stage,
-              SimulateStage(cfg.tone, cfg.teacher, cfg.filters, cfg.max_new_tokens,
+              SimulateStage(replace(cfg.tone, contrast=""), cfg.teacher, cfg.filters, cfg.max_new_tokens,
                             cfg.teacher_temperature, cfg.teacher_source, cfg.context, cfg.seed),
               {"train": Out("split", "train.jsonl"), "calibration": cfg.calibration}),
         *tunes,

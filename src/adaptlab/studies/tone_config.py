@@ -111,6 +111,7 @@ class JudgesStage:
 @dataclass
 class SimulateStage:
     tone: ToneSpec
+    """With `contrast` blanked: it is the LLM judge's, the teacher never sees it."""
     teacher: BackendConfig
     filters: FilterConfig
     max_new_tokens: int
@@ -121,13 +122,20 @@ class SimulateStage:
 
 
 @dataclass
+class CurveStage:
+    """What the validation tone curve reads while a tune stage trains."""
+
+    context: str
+    max_new_tokens: int
+
+
+@dataclass
 class TuneStage:
     tune: TuneConfig
     """The LoRA settings, with model, precision, seed and eval_every filled in."""
     n: int
-    context: str
-    max_new_tokens: int
-    """Answer length of the validation curve."""
+    curve: CurveStage | None
+    """None when no curve is drawn (curve_every = 0)."""
     seed: int
 
 

@@ -14,7 +14,7 @@ from ..io import read_jsonl, write_json, write_jsonl
 from ..lm.base import GenParams
 from ..lm.registry import make_lm
 from ..report.render import table
-from .tone_config import JudgesStage, SimulateStage, SplitStage, TuneStage
+from .tone_config import CurveStage, JudgesStage, SimulateStage, SplitStage, TuneStage
 
 
 def student_chat(item: dict, context: str, system: str | None = None) -> list[dict]:
@@ -100,7 +100,8 @@ def tone_rate_hook(cfg: TuneStage, val: list[dict], clf):
 
     def hook(step: int, model, tok) -> dict:
         lm = LocalLM(cfg.tune.model, model=model, tokenizer=tok, batch_size=len(val) or 1)
-        outs = lm.chat([student_chat(v, cfg.context) for v in val], gen_params(cfg.max_new_tokens, cfg.seed))
+        outs = lm.chat([student_chat(v, cfg.curve.context) for v in val],
+                       gen_params(cfg.curve.max_new_tokens, cfg.seed))
         return {"tone_rate": rate(clf.score(outs))}
     return hook
 
@@ -115,16 +116,18 @@ def tune_stage(cfg: TuneStage, inputs: dict[str, Path], ctx) -> dict:
         progress.log(f"only {len(examples)} simulated examples survived the filters; N={cfg.n} uses all")
     val = read_jsonl(inputs["val"]) if "val" in inputs else []
     hook = (tone_rate_hook(cfg, val, fit_classifier(inputs["calibration"], cfg.seed))
-            if cfg.tune.eval_every and val else None)
+            if cfg.curve and val else None)
     summary = tune(cfg.tune, examples[: cfg.n], ctx.dir, source=str(inputs["train"]), eval_hook=hook)
     tuned = {"n": min(cfg.n, len(examples)), "precision": cfg.tune.precision}
     write_json(ctx.dir / "tuned.json", tuned)
     return {**{k: summary[k] for k in ("steps", "final_loss")}, **tuned}
 
 
-def tune_config(cfg, precision: str, n: int) -> TuneStage:
-    """What the tune stage for (precision, N) reads, from the recipe."""
-    tcfg = replace(cfg.tune, model=cfg.student, precision=precision, seed=cfg.seed,
+def tune_config(cfg, precision: str, n: int, seed: int) -> TuneStage:
+    """What the tune stage for (precision, N, seed) reads, from the recipe. The training
+    examples already hold the student's prompt; context and answer length matter only to the
+    validation curve."""
+    tcfg = replace(cfg.tune, model=cfg.student, precision=precision, seed=seed,
                    eval_every=cfg.curve_every)
-    return TuneStage(tune=tcfg, n=n, context=cfg.context, max_new_tokens=cfg.max_new_tokens,
-                     seed=cfg.seed)
+    curve = CurveStage(cfg.context, cfg.max_new_tokens) if cfg.curve_every else None
+    return TuneStage(tune=tcfg, n=n, curve=curve, seed=seed)
