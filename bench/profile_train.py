@@ -1,7 +1,8 @@
 """Where an adaptlab LoRA training step spends its time, and what a few changes would buy.
 
-Rebuilds the exact step of `adaptlab.train.lora.tune` (same model setup via `_lora_model`, same
-tokenization, length-grouped batches and collate, AdamW), then:
+Rebuilds the exact step of `adaptlab.train.loop.tune` (same model setup via the LoRA factory,
+`adaptlab.train.methods.lora.LORA.build`, same tokenization, length-grouped batches and collate,
+AdamW), then:
 
 1. profiles a few steps with torch.profiler (self CPU time by op, and by category);
 2. times the same fixed batches under variants: as tune does it (LM head and cross-entropy only
@@ -44,12 +45,15 @@ def _category(name: str) -> str:
 
 
 def _setup():
-    from adaptlab.train import lora
+    import torch
+
+    from adaptlab.train.methods import lora
     from adaptlab.train.batches import batch_order, tokenize
     from adaptlab.train.config import TuneConfig
 
     cfg = TuneConfig(model=MODEL, max_steps=12, batch_size=4, seed=0, save_every=0)
-    model, tok = lora._lora_model(cfg)
+    torch.manual_seed(cfg.seed)  # as tune's setup does before the factory builds
+    model, tok = lora.LORA.build(cfg)
     train, _ = chat_examples()
     rows = tokenize(tok, train, cfg.max_length, cfg.truncate)
     batches = batch_order([len(r[0]) for r in rows], cfg.batch_size, cfg.seed, 0)
@@ -63,7 +67,7 @@ def _step_fn(model, tok, rows, opt, mode: str):
 
     from accelerate import Accelerator
 
-    from adaptlab.train.lora import _loss
+    from adaptlab.train.loop import _loss
 
     acc = Accelerator(cpu=True)
 

@@ -1,4 +1,4 @@
-"""LoRA SFT throughput: adaptlab's loop (`adaptlab.train.lora.tune`) against TRL SFTTrainer + PEFT.
+"""LoRA SFT throughput: adaptlab's loop (`adaptlab.train.loop.tune`) against TRL SFTTrainer + PEFT.
 
 Held equal: model (SmolLM2-135M-Instruct, fp32), the same 120 chats of varied length, LoRA
 (r=8, alpha=16, dropout 0.05, q/k/v/o), effective batch 4, lr 2e-4, the number of optimizer steps,
@@ -107,30 +107,27 @@ def child_probe(steps: int) -> dict:
 
 def child_adaptlab(steps: int) -> dict:
     import csv
+    from dataclasses import replace
 
-    from adaptlab.train import lora
+    from adaptlab.train.methods import lora
     from adaptlab.train.config import TuneConfig
+    from adaptlab.train.loop import tune
 
     grabbed = {}
-    original = lora._lora_model
 
-    def spy(cfg):  # the benchmark needs the model tune() builds, to hook it and evaluate it
-        model, tok = original(cfg)
+    def build(cfg):  # the benchmark needs the model tune() builds, to hook it and evaluate it
+        # with RANDOM_INIT, LoRA goes on the freshly initialized architecture instead
+        model, tok = lora.attach(cfg, *load_bench_model()) if common.RANDOM_INIT else lora.build(cfg)
         grabbed.update(model=model, tok=tok, counter=TokenCounter(model.get_base_model().base_model))
         return model, tok
 
-    lora._lora_model = spy
-    if common.RANDOM_INIT:  # tune() builds its model through load_model: hand it the random one
-        import adaptlab.models.load
-
-        adaptlab.models.load.load_model = lambda *a, **k: load_bench_model()
     train, val = chat_examples()
     cfg = TuneConfig(model=MODEL, precision=common.PRECISION, device=common.DEVICE, lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
                      lora_dropout=LORA["lora_dropout"], target_modules=LORA["target_modules"],
                      lr=LR, max_steps=steps, batch_size=BATCH, grad_accum=1, max_length=MAX_LEN,
                      seed=SEED, save_every=0)
     with tempfile.TemporaryDirectory(prefix="bench-adaptlab-") as out:
-        summary = lora.tune(cfg, train, out)
+        summary = tune(cfg, train, out, factory=replace(lora.LORA, build=build))
         with open(Path(out) / "loss.csv", newline="") as f:
             log = list(csv.DictReader(f))
     rss = peak_rss_mb()

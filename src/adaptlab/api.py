@@ -8,37 +8,28 @@ from pathlib import Path
 from typing import Literal
 
 from .config import from_dict, merge, parse_overrides, to_dict
-from .errors import AdaptlabError, one_line, requires
+from .errors import AdaptlabError, requires
 
 
 def tune(data: str | Path, out: str | Path, model: str | None = None, merge: bool = False,
          overrides: list[str] | None = None, eval_hook=None) -> dict:
-    """LoRA-tune `model` on the chat examples in `data`; write a PEFT adapter to `out`."""
+    """Tune `model` on the chat examples in `data` (LoRA unless `method=full` / `method=prompt`);
+    write the adapter (or, for full fine-tuning, the model) to `out`."""
     from .data import load_examples
     from .models import resolve
     from .train import TuneConfig
+    from .train.lengths import check_lengths
     from .train.lora import tune as _tune
 
+    requires("train")
     extra = {"model": model} if model else {}  # --model wins over a `model=` override
+    if merge:  # in the dict, so that __post_init__ checks it against the method
+        extra["merge"] = True
     cfg = from_dict(TuneConfig, {**parse_overrides(overrides or []), **extra})
-    if merge:
-        cfg.merge = True
     examples = load_examples(data)
     resolve(cfg.model)  # fail on an unknown model before anything is written
-    _check_lengths(cfg, examples, str(data))
+    check_lengths(cfg, examples, str(data))  # with the tokenizer alone, before weights load
     return _tune(cfg, examples, out, source=str(data), eval_hook=eval_hook)
-
-
-def _check_lengths(cfg, examples: list[dict], source: str) -> None:
-    """Refuse an example longer than max_length with the tokenizer alone, before weights load."""
-    from .models.load import load_tokenizer
-    from .train.batches import tokenize
-
-    try:
-        tok = load_tokenizer(cfg.model)
-    except (OSError, ValueError) as e:
-        raise AdaptlabError(f"cannot load the tokenizer of '{cfg.model}': {one_line(e)}") from None
-    tokenize(tok, examples, cfg.max_length, cfg.truncate, source)
 
 
 @dataclass

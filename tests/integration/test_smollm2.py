@@ -367,27 +367,29 @@ def test_same_seed_same_adapter_bytes_across_processes(tmp_path):
     assert digests["a"][0] != digests["c"][0]
 
 
-def test_gradient_checkpointing_trains_the_same_adapter(tmp_path, monkeypatch):
+def test_gradient_checkpointing_trains_the_same_adapter(tmp_path):
     """Recomputing activations changes memory, not the maths: same losses, same adapter (to fp32
     summation-order tolerance)."""
+    from dataclasses import replace
+
     from safetensors.torch import load_file
 
-    from adaptlab.train import TuneConfig, lora
+    from adaptlab.train import TuneConfig
     from adaptlab.train.lora import tune
+    from adaptlab.train.methods import lora
 
-    seen, build = [], lora._lora_model
+    seen = []
 
     def spy(cfg):  # record whether the model tune() trains really recomputes activations
-        model, tok = build(cfg)
+        model, tok = lora.build(cfg)
         seen.append(model.get_base_model().is_gradient_checkpointing)
         return model, tok
 
-    monkeypatch.setattr(lora, "_lora_model", spy)
     outs = {}
     for gc in (False, True):
         cfg = TuneConfig(max_steps=2, save_every=0, lora_dropout=0.0, gradient_checkpointing=gc)
         out = tmp_path / f"gc{int(gc)}"
-        tune(cfg, EXAMPLES, out)
+        tune(cfg, EXAMPLES, out, factory=replace(lora.LORA, build=spy))
         outs[gc] = (load_file(out / "adapter_model.safetensors"),
                     [float(r["loss"]) for r in _loss_rows(out / "loss.csv")])
     assert seen == [False, True]

@@ -5,13 +5,17 @@ import random
 
 from ..errors import InputError
 from ..models.chat import assistant_labels
+from .formatters import Formatter, chat, training_messages
 
 
-def tokenize(tok, examples: list[dict], max_length: int, truncate: bool, source: str = "data"):
+def tokenize(tok, examples: list[dict], max_length: int, truncate: bool, source: str = "data",
+             formatter: Formatter = chat):
+    """(ids, labels) per example, from the messages `formatter` makes of it."""
     rows = []
     for n, ex in enumerate(examples, 1):
+        messages = training_messages(formatter, ex, source, n)
         try:
-            ids, labels = assistant_labels(tok, ex["messages"])
+            ids, labels = assistant_labels(tok, messages)
         except ValueError as e:  # a chat template that cannot mask the non-assistant turns
             raise InputError(source, n, "messages", str(e)) from None
         if len(ids) > max_length and not truncate:

@@ -7,12 +7,24 @@ from typing import Literal
 
 @dataclass
 class TuneConfig:
-    """LoRA supervised fine-tuning of a chat model (loss on assistant tokens only)."""
+    """Supervised fine-tuning of a chat model (loss on assistant tokens only): LoRA adapters,
+    all weights, or a soft prompt."""
 
     model: str = "smollm2-135m-instruct"
     """Student model: packaged name, local directory or hub id."""
+    method: Literal["lora", "full", "prompt"] = "lora"
+    """lora: low-rank adapters on a frozen base (writes a PEFT adapter); full: every weight trains
+    (small models; writes model.safetensors + tokenizer); prompt: soft prompt tuning, virtual token
+    embeddings in front of the frozen model (writes a PEFT adapter)."""
+    target: Literal["chat", "answer", "explained"] = "chat"
+    """What the assistant turns teach: chat: the messages as they are; answer: the same, any
+    `explanation` ignored; explained: the final reply becomes `explanation_template` filled with
+    the record's explanation and the reply (a record without an explanation is refused)."""
+    explanation_template: str = "{explanation}\nThe answer is {answer}."
+    """The final assistant reply under target=explained; fields {explanation} and {answer}."""
     precision: Literal["fp32", "bf16", "int8"] = "fp32"
-    """fp32; bf16 weights and compute; int8: frozen base in 8 bits, LoRA weights in fp32."""
+    """fp32; bf16: autocast over fp32 weights; int8 (lora only): frozen base in 8 bits, LoRA
+    weights in fp32."""
     lora_r: int = 8
     """LoRA rank."""
     lora_alpha: int = 16
@@ -21,6 +33,11 @@ class TuneConfig:
     """Dropout on the LoRA input."""
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Linear layers that get LoRA adapters."""
+    num_virtual_tokens: int = 20
+    """Soft prompt length in virtual tokens (method=prompt)."""
+    prompt_init_text: str = ""
+    """Initial soft prompt (method=prompt): the embeddings of this text, repeated or cut to
+    num_virtual_tokens; empty = the embeddings of randomly drawn vocabulary tokens."""
     lr: float = 2e-4
     """Peak learning rate (linear warmup, then linear decay to 0)."""
     warmup_steps: int = 2
@@ -40,13 +57,13 @@ class TuneConfig:
     truncate: bool = False
     """Cut examples longer than max_length instead of refusing them."""
     seed: int = 0
-    """Seed for data order, LoRA init and dropout."""
+    """Seed for data order, adapter / soft prompt init and dropout."""
     save_every: int = 10
     """Checkpoint every N optimizer steps (resume picks up the newest)."""
     eval_every: int = 0
     """Call the evaluation hook every N steps (0 = never)."""
     merge: bool = False
-    """Also write a merged full model to OUT/merged."""
+    """Also write a merged full model to OUT/merged (method=lora)."""
     device: str = "cpu"
     """cpu or cuda (under `accelerate launch` the launcher decides)."""
     gradient_checkpointing: bool = False
@@ -54,7 +71,8 @@ class TuneConfig:
     batch 4, 2 CPU cores: peak RAM 1.8 GB instead of 3.2 GB, 25% fewer tokens/s)."""
 
     def __post_init__(self) -> None:
-        for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "epochs"):
+        for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "epochs",
+                     "num_virtual_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "max_steps", "save_every", "eval_every"):
@@ -68,3 +86,20 @@ class TuneConfig:
             raise ValueError(f"weight_decay must be >= 0 and finite, got {self.weight_decay}")
         if not self.target_modules:
             raise ValueError("target_modules must not be empty")
+        self._check_method()
+        self._check_template()
+
+    def _check_method(self) -> None:
+        if self.method != "lora" and self.precision == "int8":
+            raise ValueError(f"precision=int8 is for method=lora only (a frozen 8-bit base under "
+                             f"fp32 adapters); method={self.method} takes fp32 or bf16")
+        if self.method != "lora" and self.merge:
+            raise ValueError(f"merge=true needs method=lora (method={self.method} has no adapter "
+                             "to merge)")
+
+    def _check_template(self) -> None:
+        try:
+            self.explanation_template.format(explanation="", answer="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError("explanation_template: only the fields {explanation} and {answer} "
+                             f"may appear (use {{{{ }}}} for a literal brace): {e!r}") from None
