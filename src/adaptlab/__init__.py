@@ -10,6 +10,7 @@ _LAZY = {
     "tune": ("adaptlab.api", "tune"),
     "generate": ("adaptlab.api", "generate"),
     "run": ("adaptlab.api", "run"),
+    "judge": ("adaptlab.api", "judge"),
     "serve": ("adaptlab.api", "serve"),
     "load_examples": ("adaptlab.data", "load_examples"),
     "list_models": ("adaptlab.models", "list_models"),

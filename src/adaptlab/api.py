@@ -116,15 +116,9 @@ def serve(model: str, adapter: str | None = None, host: str = "127.0.0.1", port:
     run_server(server)
 
 
-def run(recipe: str | Path, overrides: list[str] | None = None, only: str | None = None,
-        start: str | None = None, force: bool = False, dry_run: bool = False) -> dict:
-    """Run a recipe: its `study` key picks the study; stages go to runs/<name>/.
-
-    only / start: run just that stage, or that stage and the ones after it (earlier stages'
-    outputs must exist); force: re-run the selected stages even if cached; dry_run: list the
-    stages and whether each is cached, running nothing."""
+def _load_recipe(recipe: str | Path, overrides: list[str] | None):
+    """(study name, study module, its config) from a recipe and overrides, all checked."""
     from .config import load_yaml
-    from .runs.study import run_study
     from .studies import STUDIES
 
     data = merge(load_yaml(recipe), parse_overrides(overrides or []))
@@ -137,7 +131,39 @@ def run(recipe: str | Path, overrides: list[str] | None = None, only: str | None
         _check_models(cfg)
     except AdaptlabError as e:
         raise AdaptlabError(f"{recipe}: {e}") from None
+    return study, module, cfg
+
+
+def run(recipe: str | Path, overrides: list[str] | None = None, only: str | None = None,
+        start: str | None = None, force: bool = False, dry_run: bool = False) -> dict:
+    """Run a recipe: its `study` key picks the study; stages go to runs/<name>/.
+
+    only / start: run just that stage, or that stage and the ones after it (earlier stages'
+    outputs must exist); force: re-run the selected stages even if cached; dry_run: list the
+    stages and whether each is cached, running nothing."""
+    from .runs.study import run_study
+
+    study, module, cfg = _load_recipe(recipe, overrides)
     return run_study(study, module, cfg, only=only, start=start, force=force, dry=dry_run)
+
+
+def judge(recipe: str | Path, file: str | Path, out: str | Path | None = None,
+          overrides: list[str] | None = None) -> list[dict]:
+    """Score each `{"text": ...}` line of `file` with the recipe's calibrated judges; one row per
+    text (each judge's probability and decision), also written to `out` as JSONL if given."""
+    from .io import write_jsonl
+    from .runs import Run
+
+    study, module, cfg = _load_recipe(recipe, overrides)
+    if not callable(getattr(module, "judge", None)):
+        raise AdaptlabError(f"{recipe}: the {study} study has no judges")
+    requires(*getattr(module, "EXTRAS", ()))
+    texts = module.load_texts(file)  # a bad line stops here, before anything is written
+    module.check(cfg)
+    rows = module.judge(cfg, texts, Run(cfg.name, recipe=to_dict(cfg), study=study, seed=cfg.seed))
+    if out is not None:
+        write_jsonl(out, rows)
+    return rows
 
 
 def _local_models(cfg, where: str = ""):
@@ -164,4 +190,4 @@ def _check_models(cfg) -> None:
             raise AdaptlabError(f"{key}: {e}") from None
 
 
-__all__ = ["tune", "generate", "serve", "run", "to_dict"]
+__all__ = ["tune", "generate", "serve", "run", "judge", "to_dict"]

@@ -67,6 +67,18 @@ def cmd_run(a) -> int:
     return 0
 
 
+def cmd_judge(a) -> int:
+    from .api import judge
+
+    rows = judge(a.recipe, a.file, out=a.out, overrides=a.overrides)
+    if a.out:
+        print(f"wrote {len(rows)} judged texts to {a.out}")
+    else:
+        for r in rows:
+            print(json.dumps(r, ensure_ascii=False))
+    return 0
+
+
 def cmd_serve(a) -> int:
     from .api import serve
 
@@ -140,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list the stages and whether each is cached (cached/stale/new/partial/"
                         "waiting); run nothing")
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("judge", help="score texts with a recipe's calibrated judges (one JSON line each)")
+    s.add_argument("recipe", help="recipe YAML whose judges to use, e.g. recipes/tone.yaml")
+    s.add_argument("file", help='JSONL with one {"text": ...} per line')
+    s.add_argument("--out", help="write the JSON lines here instead of printing them")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="dotted recipe overrides")
+    s.set_defaults(fn=cmd_judge)
 
     s = sub.add_parser("runs", help="list runs and their key metrics")
     s.add_argument("--json", action="store_true")

@@ -66,3 +66,49 @@ def test_same_answers_and_metrics_as_the_hand_wired_study(faked):
         assert [r["system"] for r in rows] == ["base", "prompted", "tuned", "teacher"]
         assert all(r["ci_low"] <= r["rate"] <= r["ci_high"] for r in rows)
     assert out["prompted_tone_rate"] == golden["evaluate_metrics"]["systems"]["prompted"]["tone_rate_classifier"]
+
+
+def test_every_comparison_table_in_the_report_has_intervals(faked):
+    import re
+
+    _run()
+    report = read_json(faked / "report" / "report.json")
+    tables = {s["title"]: s["table"] for s in report["sections"] if s.get("table")}
+    not_comparisons = ("Side by side", "Simulated data filters", "Stage wall time")
+    compared = {t: tab for t, tab in tables.items() if not t.startswith(not_comparisons)}
+    assert len(compared) == 4, list(compared)  # systems, N, judge calibration, judge agreement
+    interval = re.compile(r"^\d\.\d\d \[\d\.\d\d, \d\.\d\d\]$")
+    for title, tab in compared.items():
+        cols = [i for i, c in enumerate(tab["cols"]) if all(interval.match(str(r[i])) for r in tab["rows"])]
+        assert cols, f"no interval column in {title!r}: {tab['cols']}"
+    verdict = next(s["text"] for s in report["sections"] if s["title"] == "Verdict")
+    assert "McNemar p" in verdict and "paired bootstrap p" in verdict
+
+
+def test_judge_command_scores_texts_with_the_calibrated_judges(faked, tmp_path, capsys):
+    import yaml
+
+    from adaptlab.cli import main
+
+    recipe = tmp_path / "golden.yaml"
+    recipe.write_text(yaml.safe_dump({"study": "tone", **fakes.RECIPE}))
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(
+        ["Well, you know, you'll love it, it's neat. Really!",
+         "The procedure is documented as follows: item 3. Furthermore, it is 4."])))
+    out = tmp_path / "judged.jsonl"
+    assert main(["judge", str(recipe), str(texts), "--out", str(out)]) == 0
+    rows = read_jsonl(out)
+    assert [r["text"] for r in rows] == [json.loads(l)["text"] for l in texts.read_text().splitlines()]
+    for r in rows:
+        assert r["classifier_in_tone"] == (r["classifier"] > 0.5) and r["llm_in_tone"] == (r["llm"] > 0.5)
+    assert rows[0]["classifier"] > rows[1]["classifier"]  # the spoken text scores as in tone
+    judges = read_json(faked / "judges" / "judges.json")
+    assert rows[0]["llm"] != rows[1]["llm"] and judges["llm_bias"] is not None
+    capsys.readouterr()
+    assert main(["judge", str(recipe), str(texts)]) == 0  # judges cached; prints JSON lines
+    assert [json.loads(l) for l in capsys.readouterr().out.splitlines()] == rows
+    texts.write_text('{"text": "ok"}\n{"txt": "no"}\n')
+    assert main(["judge", str(recipe), str(texts), "--out", str(tmp_path / "bad.jsonl")]) == 2
+    assert f"{texts}:2: text: expected a string" in capsys.readouterr().err
+    assert not (tmp_path / "bad.jsonl").exists()

@@ -20,10 +20,11 @@ from ..runs.declare import Out, Stage
 from ..train.sweep import Point, grid
 from .tone_config import Config, EvaluateStage, JudgesStage, SimulateStage, SplitStage
 from .tone_eval import evaluate_stage
+from .tone_judge import judge, load_texts
 from .tone_report import curves_stage
 from .tone_stages import judges_stage, simulate_stage, split_stage, tune_config, tune_stage
 
-__all__ = ["Config", "EXTRAS", "check", "stages", "summary"]
+__all__ = ["Config", "EXTRAS", "check", "judge", "load_texts", "stages", "summary"]
 
 EXTRAS = ("train", "eval")
 """Extras the study needs; checked before anything is written."""

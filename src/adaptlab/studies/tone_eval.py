@@ -114,12 +114,12 @@ def _log_sections(ctx, cfg: EvaluateStage, items, systems, adapters, samples, ev
         "paired bootstrap (means) against the prompted student."))
     ctx.section(f"Comparison on {len(items)} held-out questions (main adapter: {cfg.main_adapter})",
                 table=table(_comparison_rows(systems, ev)), image=plot_systems(ctx.dir, ev), rank=10)
-    ctx.section("Tone rate vs N", table=table(list(adapters.values())),
-                image=plot_vs_n(ctx.dir, adapters), rank=20)
+    ctx.section("Tone rate vs N (classifier judge, held-out questions)", rank=20,
+                table=table(_adapter_rows(adapters, len(items))), image=plot_vs_n(ctx.dir, adapters))
     ctx.section("Side by side", table=table(_side_by_side(items, samples),
                                             ["question", "base", "prompted", "tuned", "teacher"]), rank=40)
     ctx.section("Judge agreement on evaluated answers", rank=61,
-                table=table([{"system": n, **m["judge_agreement"]} for n, m in systems.items()]))
+                table=table([_agreement_row(n, m["judge_agreement"]) for n, m in systems.items()]))
     ctx.data.update({"systems": systems, "adapters": adapters, "samples": samples, "evidence": ev,
                      "tone": cfg.tone.description})
 
@@ -137,6 +137,22 @@ def _comparison_rows(systems: dict, ev: dict) -> list[dict]:
                      **{k: m[k] for k in ("sim_passage", "words", "sentence_words",
                                           "contractions_per_100w", "you_per_100w", "with_list_or_markdown")},
                      "judge_kappa": m["judge_agreement"]["kappa"]})
+    return rows
+
+
+def _agreement_row(system: str, a: dict) -> dict:
+    k = round((a["agreement"] or 0) * a["n"])
+    return {"system": system, "n": a["n"],
+            "agreement [95% CI]": stats.fmt_ci(k / a["n"], stats.wilson(k, a["n"])) if a["n"] else "",
+            "Cohen's kappa": a["kappa"]}
+
+
+def _adapter_rows(adapters: dict, n: int) -> list[dict]:
+    rows = []
+    for name, a in adapters.items():
+        k = round(a["tone_rate_classifier"] * n)
+        rows.append({"adapter": name, "N": a["n"], "precision": a["precision"],
+                     "tone rate [95% CI]": stats.fmt_ci(k / n, stats.wilson(k, n))})
     return rows
 
 

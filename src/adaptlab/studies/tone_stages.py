@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import progress
 from ..data.corpus import load_labeled, load_passages, split_by_group
+from ..evaluate.stats import fmt_ci, wilson
 from ..io import read_jsonl, write_json, write_jsonl
 from ..lm.base import GenParams
 from ..lm.registry import make_lm
@@ -57,9 +58,12 @@ def judges_stage(cfg: JudgesStage, inputs: dict[str, Path], ctx) -> dict:
     llm = llm_judge.calibrate(texts[:n], labels[:n], seed=cfg.seed)
     write_json(ctx.dir / "judges.json", {"classifier": clf, "llm": llm, "llm_bias": llm_judge.bias,
                                          "llm_model": cfg.judge.model})
-    cols = ["judge", "n", "accuracy", "in_tone_recall", "off_tone_recall", "chance"]
+    cols = ["judge", "n", "accuracy [95% CI]", "in_tone_recall", "off_tone_recall", "chance"]
     rows = [{"judge": "classifier (MiniLM + style, logistic regression, 5-fold CV)", **clf},
             {"judge": f"LLM ({cfg.judge.model}, calibrated bias, 5-fold CV)", **llm}]
+    for r in rows:
+        k = round(r["accuracy"] * r["n"])
+        r["accuracy [95% CI]"] = fmt_ci(k / r["n"], wilson(k, r["n"]))
     ctx.section("Judge calibration on the labeled set", table=table(rows, cols), rank=60)
     ctx.data["judges"] = {"classifier": clf, "llm": llm, "llm_bias": llm_judge.bias,
                           "llm_model": cfg.judge.model}
