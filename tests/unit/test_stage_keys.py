@@ -33,14 +33,15 @@ CHANGES = [
     ("judge_calibration_limit", 10, ["judges"]),
     ("split.eval_questions", 10, ["split"]),
     ("filters.max_copy", 0.9, ["simulate"]),
-    ("teacher_source", "passage", ["simulate"]),
+    ("teacher_source", "passage", ["simulate", "evaluate"]),
     ("context", "passage", ["simulate", "evaluate"]),
     ("main_size", 8, ["evaluate"]),
     ("tune.lr", 1e-3, TUNES),
     ("tune.lora_r", 4, TUNES),
     ("max_new_tokens", 20, ["simulate", "evaluate"]),
     ("eval_batch_size", 3, ["evaluate"]),
-    ("teacher_temperature", 0.1, ["simulate"]),
+    ("teacher_temperature", 0.1, ["simulate", "evaluate"]),
+    ("larger", [{"model": "bigger-model"}], ["evaluate"]),
 ]
 
 

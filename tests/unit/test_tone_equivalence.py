@@ -1,5 +1,10 @@
 """The tone study on the kit gives the same answers and metrics as before it moved there.
 
+Since then the study changed on purpose (the tone-evidence issue): the classifier that filters
+the training data and the one that measures tone learn from disjoint halves of the labeled set,
+the teacher is evaluated as it made the data, and new systems are compared. What those changes
+touch is no longer compared with the golden file; everything else still is, exactly.
+
 tests/golden/tone_fake.json was written by the hand-wired tone study (commit 1fd9cd5, before the
 study kit) on the fakes in tests/tone_fakes.py: every LM is a deterministic fake whose reply
 depends on the system prompt, the demo turns, the question and the seed; embeddings are hashed
@@ -53,9 +58,19 @@ def test_same_answers_and_metrics_as_the_hand_wired_study(faked):
     out = _run()
     d = faked
     metrics = read_json(d / "evaluate" / "metrics.json")
-    assert {k: metrics[k] for k in golden["evaluate_metrics"]} == golden["evaluate_metrics"]
-    assert read_jsonl(d / "evaluate" / "answers.jsonl") == golden["answers"]
-    assert read_json(d / "judges" / "judges.json") == golden["judges"]
+    same = ("base", "prompted", "tuned")  # the teacher is now evaluated as it made the data
+    judged = {"tone_rate_classifier", "judge_agreement"}  # now the verdict classifier's
+    for s in same:
+        want = golden["evaluate_metrics"]["systems"][s]
+        assert {k: v for k, v in metrics["systems"][s].items() if k in want and k not in judged} == \
+            {k: v for k, v in want.items() if k not in judged}
+    assert [{k: v for k, v in a.items() if k != "tone_classifier"} for a in read_jsonl(d / "evaluate" / "answers.jsonl")
+            if a["system"] in same] == [{k: v for k, v in a.items() if k != "tone_classifier"}
+                                        for a in golden["answers"] if a["system"] in same]
+    for k in ("main_adapter", "n_eval"):
+        assert metrics[k] == golden["evaluate_metrics"][k]
+    judges = read_json(d / "judges" / "judges.json")
+    assert {k: judges[k] for k in golden["judges"]} == golden["judges"]
     assert read_json(d / "simulate" / "filter_stats.json") == golden["filter_stats"]
     assert read_jsonl(d / "simulate" / "train.jsonl") == golden["train"]
     for part, ids in golden["splits"].items():
@@ -63,9 +78,10 @@ def test_same_answers_and_metrics_as_the_hand_wired_study(faked):
     # only the intervals are new: every comparison row has one
     for judge in ("classifier", "llm"):
         rows = metrics["evidence"][f"tone_{judge}"]
-        assert [r["system"] for r in rows] == ["base", "prompted", "tuned", "teacher"]
+        assert [r["system"] for r in rows] == ["base", "prompted", "few_shot", "tuned",
+                                               "tuned_prompted", "teacher"]
         assert all(r["ci_low"] <= r["rate"] <= r["ci_high"] for r in rows)
-    assert out["prompted_tone_rate"] == golden["evaluate_metrics"]["systems"]["prompted"]["tone_rate_classifier"]
+    assert out["best_prompted"] in ("prompted", "few_shot")
 
 
 def test_every_comparison_table_in_the_report_has_intervals(faked):

@@ -26,6 +26,10 @@ class System:
     """A LoRA adapter directory swapped into `lm` for this system."""
     label: str = ""
     """What the system is, for tables."""
+    params: GenParams | None = None
+    """Its own sampling parameters (else the comparison's)."""
+    post: Callable[[str], str] | None = None
+    """Applied to each answer (e.g. the trimming a data pipeline applied)."""
 
 
 def answer(systems: Sequence[System], items: Sequence[dict], params: GenParams) -> dict[str, list[str]]:
@@ -38,7 +42,8 @@ def answer(systems: Sequence[System], items: Sequence[dict], params: GenParams) 
         if host:
             s.lm.set_adapter(s.adapter)
         try:
-            out[s.name] = s.lm.chat([s.prompt(it) for it in items], params)
+            texts = s.lm.chat([s.prompt(it) for it in items], s.params or params)
+            out[s.name] = [s.post(t) for t in texts] if s.post else texts
         finally:
             if host and s.adapter is not None:
                 s.lm.set_adapter(None)

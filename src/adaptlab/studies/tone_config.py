@@ -78,6 +78,9 @@ class Config:
     """Student batch size for evaluation (bigger batches decode much faster on CPU)."""
     teacher_temperature: float = 0.7
     """Sampling temperature of the simulation."""
+    larger: list[BackendConfig] = field(default_factory=list)
+    """Larger models compared with the system prompt plus the demos (few-shot), e.g. the
+    packaged 0.5B and 1.5B: the "prompted larger model" baseline."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -146,7 +149,10 @@ class EvaluateStage:
     context: str
     tone: ToneSpec
     teacher: BackendConfig
+    teacher_source: str
+    teacher_temperature: float
     judge: BackendConfig
+    larger: list[BackendConfig]
     max_new_tokens: int
     main_adapter: str
     adapters: list[str]

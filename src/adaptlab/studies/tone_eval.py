@@ -15,8 +15,19 @@ from ..report.render import table
 from .tone_config import EvaluateStage
 from .tone_stages import fit_classifier, gen_params, student_chat
 
-SYSTEMS = {"base": "base student, no system prompt", "prompted": "base student + tone system prompt",
-           "tuned": "tuned student (LoRA), no system prompt", "teacher": "teacher + tone system prompt (+ demos)"}
+SYSTEMS = {"base": "base student, no system prompt",
+           "prompted": "base student + tone system prompt",
+           "few_shot": "base student + system prompt + demos (few-shot)",
+           "tuned": "tuned student (LoRA), no system prompt",
+           "tuned_prompted": "tuned student + system prompt",
+           "teacher": "teacher as it made the training data (its prompt and facts, sampled)"}
+PROMPTED = ("prompted", "few_shot")
+"""The prompting baselines a user would try; the tuned student meets the best of them."""
+
+
+def system_names(cfg: EvaluateStage) -> dict[str, str]:
+    """Every compared system and its label, larger prompted models last."""
+    return SYSTEMS | {f"larger:{b.model}": f"{b.model} + system prompt + demos" for b in cfg.larger}
 
 
 def _prompts(cfg: EvaluateStage):
@@ -32,12 +43,21 @@ def _prompts(cfg: EvaluateStage):
 
 
 def _systems(cfg: EvaluateStage, inputs: dict[str, Path], cache: Path) -> list[System]:
+    from ..synth.filters import trim_incomplete
+    from ..synth.simulate import teacher_chat
+
     student = make_lm(BackendConfig(model=cfg.student, batch_size=cfg.eval_batch_size), cache)
     p = _prompts(cfg)
-    systems = [System("base", student, p["plain"]), System("prompted", student, p["system"])]
+    main = str(inputs[cfg.main_adapter].parent)
+    systems = [System("base", student, p["plain"]), System("prompted", student, p["system"]),
+               System("few_shot", student, p["few_shot"])]
     systems += [System(name, student, p["plain"], adapter=str(inputs[name].parent))
                 for name in cfg.adapters]
-    return systems + [System("teacher", make_lm(cfg.teacher, cache), p["few_shot"])]
+    systems.append(System("tuned_prompted", student, p["system"], adapter=main))
+    as_made = gen_params(cfg.max_new_tokens, cfg.seed, cfg.teacher_temperature)
+    systems.append(System("teacher", make_lm(cfg.teacher, cache), post=trim_incomplete, params=as_made,
+                          prompt=lambda it: teacher_chat(cfg.tone, it[cfg.teacher_source], it["question"])))
+    return systems + [System(f"larger:{b.model}", make_lm(b, cache), p["few_shot"]) for b in cfg.larger]
 
 
 def _system_metrics(answers: list[str], items: list[dict], clf_scores, llm_scores) -> dict:
@@ -58,85 +78,109 @@ def evaluate_stage(cfg: EvaluateStage, inputs: dict[str, Path], ctx) -> dict:
     from ..evaluate.judges import LLMJudge
 
     items = read_jsonl(inputs["eval"])
+    names = system_names(cfg)
     answers = answer(_systems(cfg, inputs, ctx.cache), items, gen_params(cfg.max_new_tokens, cfg.seed))
     answers["tuned"] = answers[cfg.main_adapter]
     clf = fit_classifier(inputs["calibration"], cfg.seed)
     llm = LLMJudge(make_lm(cfg.judge, ctx.cache), cfg.tone.description, cfg.tone.contrast,
                    bias=read_json(inputs["judges"])["llm_bias"])
     progress.log("evaluate: judging answers")
-    scores = {name: (clf.score(outs), llm.score(answers[name]) if name in SYSTEMS else None)
+    scores = {name: (clf.score(outs), llm.score(answers[name]) if name in names else None)
               for name, outs in answers.items()}
-    systems = {name: _system_metrics(answers[name], items, *scores[name]) for name in SYSTEMS}
+    systems = {name: _system_metrics(answers[name], items, *scores[name]) for name in names}
     adapters = {name: {**read_json(inputs[f"{name}.tuned"]), "tone_rate_classifier": rate(scores[name][0])}
                 for name in cfg.adapters}
     samples = [{"system": name, "id": items[i]["id"], "answer": o,
                 "tone_classifier": round(scores[name][0][i], 4), "tone_llm": round(scores[name][1][i], 4)}
-               for name in SYSTEMS for i, o in enumerate(answers[name])]
-    sims = {name: systems[name].pop("_sim_reference_items") for name in SYSTEMS}
+               for name in names for i, o in enumerate(answers[name])]
+    sims = {name: systems[name].pop("_sim_reference_items") for name in names}
     write_jsonl(ctx.dir / "answers.jsonl", samples)
-    evidence = _evidence(scores, sims, cfg.seed)
+    evidence = _evidence({n: scores[n] for n in names}, sims, cfg.seed)
     write_json(ctx.dir / "metrics.json", {"systems": systems, "adapters": adapters,
                                           "main_adapter": cfg.main_adapter, "n_eval": len(items),
                                           "evidence": evidence})
     _log_sections(ctx, cfg, items, systems, adapters, samples, evidence)
     return ({f"{s}_tone_rate": m["tone_rate_classifier"] for s, m in systems.items()}
-            | {f"{s}_sim_ref": m["sim_reference"] for s, m in systems.items()})
+            | {f"{s}_sim_ref": m["sim_reference"] for s, m in systems.items()}
+            | {"best_prompted": evidence["best_prompted"],
+               "tuned_vs_best_prompted_p": evidence["tuned_vs_best_prompted_classifier"]["test"]["p"]})
+
+
+def best_prompted(outcomes: dict[str, list[bool]]) -> str:
+    """The prompting baseline with the highest rate (a larger model's included): the tuned
+    student is tested against the strongest prompting a user could pick."""
+    cands = [n for n in outcomes if n in PROMPTED or n.startswith("larger:")]
+    return max(cands, key=lambda n: (sum(outcomes[n]), -cands.index(n)))
 
 
 def _evidence(scores: dict, sims: dict, seed: int) -> dict:
-    """Intervals for every system and judge, and the paired tests of the headline comparisons."""
-    out = {}
+    """Intervals for every system and judge, and the paired tests of the headline comparisons:
+    the tuned student against the best prompting baseline (chosen by the verdict classifier)."""
+    verdict = {n: decide(scores[n][0]) for n in scores}
+    best = best_prompted(verdict)
+    out = {"best_prompted": best}
     for j, judge in enumerate(("classifier", "llm")):
-        outcomes = {n: decide(scores[n][j]) for n in SYSTEMS}
-        out[f"tone_{judge}"] = rate_table(outcomes, reference="prompted")
-        out[f"tuned_vs_prompted_{judge}"] = stats.compare_rates(
-            "the tuned student", outcomes["tuned"], "system prompting", outcomes["prompted"],
-            f"tone by the {'LLM' if judge == 'llm' else judge} judge")
+        outcomes = {n: decide(scores[n][j]) for n in scores}
+        out[f"tone_{judge}"] = rate_table(outcomes, reference=best)
+        out[f"tuned_vs_best_prompted_{judge}"] = stats.compare_rates(
+            "the tuned student", outcomes["tuned"], f"the best prompting ({best})", outcomes[best],
+            f"tone ({'LLM judge' if judge == 'llm' else 'verdict classifier'})")
     out["sim_reference"] = {n: stats.mean_summary(v, seed=seed) for n, v in sims.items()}
-    out["tuned_vs_prompted_content"] = stats.compare_means(
-        "the tuned student", sims["tuned"], "system prompting", sims["prompted"],
+    out["tuned_vs_best_prompted_content"] = stats.compare_means(
+        "the tuned student", sims["tuned"], f"the best prompting ({best})", sims[best],
         "similarity to the reference answer", seed=seed)
     return out
+
+
+HEADLINES = ("tuned_vs_best_prompted_classifier", "tuned_vs_best_prompted_llm",
+             "tuned_vs_best_prompted_content")
 
 
 def _log_sections(ctx, cfg: EvaluateStage, items, systems, adapters, samples, ev) -> None:
     from .tone_report import plot_systems, plot_vs_n
 
-    verdict = " ".join(ev[k]["verdict"][:1].upper() + ev[k]["verdict"][1:] for k in ("tuned_vs_prompted_classifier",
-                                                   "tuned_vs_prompted_llm", "tuned_vs_prompted_content"))
+    verdict = " ".join(ev[k]["verdict"][:1].upper() + ev[k]["verdict"][1:] for k in HEADLINES)
     ctx.section("Verdict", text="Measured: " + verdict, rank=0)
     got = ", ".join(f"N={a['n']} {a['precision']}" for a in adapters.values())
     ctx.section("Scale of this run", rank=1, text=(
         f"Student {cfg.student}; teacher {cfg.teacher.model} ({cfg.teacher.backend}); LLM judge "
         f"{cfg.judge.model}. Trained: {got} (N is capped by the simulated examples that pass the "
         f"filters). {len(items)} held-out questions, greedy decoding, {cfg.max_new_tokens} new "
-        "tokens. Intervals: Wilson 95% for rates, bootstrap 95% for means; p: McNemar (rates) or "
-        "paired bootstrap (means) against the prompted student."))
+        "tokens. Tone is judged by the verdict classifier (never the one that filtered the "
+        "training data) and the LLM judge. Intervals: Wilson 95% for rates, bootstrap 95% for "
+        f"means; p: McNemar (rates) or paired bootstrap (means) against the best prompting "
+        f"baseline, here {ev['best_prompted']}."))
+    names = system_names(cfg)
     ctx.section(f"Comparison on {len(items)} held-out questions (main adapter: {cfg.main_adapter})",
-                table=table(_comparison_rows(systems, ev)), image=plot_systems(ctx.dir, ev), rank=10)
-    ctx.section("Tone rate vs N (classifier judge, held-out questions)", rank=20,
+                table=table(_comparison_rows(systems, ev, names)), image=plot_systems(ctx.dir, ev),
+                rank=10)
+    ctx.section("Tone rate vs N (verdict classifier, held-out questions)", rank=20,
                 table=table(_adapter_rows(adapters, len(items))), image=plot_vs_n(ctx.dir, adapters))
-    ctx.section("Side by side", table=table(_side_by_side(items, samples),
-                                            ["question", "base", "prompted", "tuned", "teacher"]), rank=40)
+    ctx.section("Side by side", table=table(_side_by_side(items, samples), ["question", *names]), rank=40)
     ctx.section("Judge agreement on evaluated answers", rank=61,
                 table=table([_agreement_row(n, m["judge_agreement"]) for n, m in systems.items()]))
     ctx.data.update({"systems": systems, "adapters": adapters, "samples": samples, "evidence": ev,
                      "tone": cfg.tone.description})
 
 
-def _comparison_rows(systems: dict, ev: dict) -> list[dict]:
+STYLE_COLUMNS = {"sim_passage": "similarity to passage", "words": "words",
+                 "sentence_words": "words per sentence", "contractions_per_100w": "contractions per 100 words",
+                 "you_per_100w": "'you' per 100 words", "with_list_or_markdown": "share with lists or markdown"}
+
+
+def _comparison_rows(systems: dict, ev: dict, names: dict[str, str]) -> list[dict]:
     fmt = lambda r: stats.fmt_ci(r["rate"], (r["ci_low"], r["ci_high"]))  # noqa: E731
+    p_col = f"p_vs_{ev['best_prompted']}"
     rows = []
     for i, (n, m) in enumerate(systems.items()):
         clf, llm = ev["tone_classifier"][i], ev["tone_llm"][i]
         sim = ev["sim_reference"][n]
-        rows.append({"system": SYSTEMS[n], "tone (classifier)": fmt(clf),
-                     "p vs prompted (clf)": clf.get("p_vs_prompted", ""),
-                     "tone (LLM judge)": fmt(llm), "p vs prompted (LLM)": llm.get("p_vs_prompted", ""),
-                     "sim_reference": stats.fmt_ci(sim["mean"], sim["ci"]),
-                     **{k: m[k] for k in ("sim_passage", "words", "sentence_words",
-                                          "contractions_per_100w", "you_per_100w", "with_list_or_markdown")},
-                     "judge_kappa": m["judge_agreement"]["kappa"]})
+        rows.append({"system": names[n], "in tone, verdict classifier [95% CI]": fmt(clf),
+                     "McNemar p vs best prompting": clf.get(p_col, "(reference)"),
+                     "in tone, LLM judge [95% CI]": fmt(llm), "McNemar p (LLM judge)": llm.get(p_col, "(reference)"),
+                     "similarity to reference [95% CI]": stats.fmt_ci(sim["mean"], sim["ci"]),
+                     **{label: m[k] for k, label in STYLE_COLUMNS.items()},
+                     "judges' kappa": m["judge_agreement"]["kappa"]})
     return rows
 
 

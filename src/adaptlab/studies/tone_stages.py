@@ -28,11 +28,34 @@ def gen_params(max_new_tokens: int, seed: int, temperature: float = 0.0) -> GenP
     return GenParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
 
 
-def fit_classifier(calibration: Path, seed: int):
-    """The learned judge, refit from the labeled set wherever needed (seconds, deterministic)."""
+HALVES = {"filter": 1, "verdict": 0}
+"""The labeled set is cross-fit: the classifier that filters the simulated data learns from the
+odd-numbered texts, the one that measures tone (curves, verdict) from the even-numbered ones, so
+the verdict judge never learns what the filter learned."""
+
+
+def labeled_half(calibration: Path, role: str) -> tuple[list[str], list[int]]:
+    texts, labels = load_labeled(calibration)
+    return texts[HALVES[role]::2], labels[HALVES[role]::2]
+
+
+def fit_classifier(calibration: Path, seed: int, role: str = "verdict"):
+    """A classifier judge for `role` (filter / verdict), refit from its half of the labeled set
+    wherever needed (seconds, deterministic)."""
     from ..evaluate.judges import ClassifierJudge
 
-    return ClassifierJudge(seed=seed).fit(*load_labeled(calibration))
+    return ClassifierJudge(seed=seed).fit(*labeled_half(calibration, role))
+
+
+def _cross_fit_accuracy(calibration: Path, seed: int) -> dict:
+    """Each half's classifier scored on the other half: held-out accuracy of both roles."""
+    from ..evaluate.judges import accuracy_report
+
+    out = {}
+    for role, other in (("filter", "verdict"), ("verdict", "filter")):
+        texts, labels = labeled_half(calibration, other)
+        out[role] = accuracy_report(fit_classifier(calibration, seed, role).score(texts), labels)
+    return out
 
 
 # -- split ----------------------------------------------------------------------------------
@@ -56,15 +79,21 @@ def judges_stage(cfg: JudgesStage, inputs: dict[str, Path], ctx) -> dict:
     n = cfg.calibration_limit or len(texts)
     llm_judge = LLMJudge(make_lm(cfg.judge, ctx.cache), cfg.description, cfg.contrast)
     llm = llm_judge.calibrate(texts[:n], labels[:n], seed=cfg.seed)
+    halves = _cross_fit_accuracy(inputs["calibration"], cfg.seed)
     write_json(ctx.dir / "judges.json", {"classifier": clf, "llm": llm, "llm_bias": llm_judge.bias,
-                                         "llm_model": cfg.judge.model})
+                                         "llm_model": cfg.judge.model, "classifier_halves": halves})
     cols = ["judge", "n", "accuracy [95% CI]", "in_tone_recall", "off_tone_recall", "chance"]
     rows = [{"judge": "classifier (MiniLM + style, logistic regression, 5-fold CV)", **clf},
+            {"judge": "filter classifier (odd texts), on the even texts", **halves["filter"]},
+            {"judge": "verdict classifier (even texts), on the odd texts", **halves["verdict"]},
             {"judge": f"LLM ({cfg.judge.model}, calibrated bias, 5-fold CV)", **llm}]
     for r in rows:
         k = round(r["accuracy"] * r["n"])
         r["accuracy [95% CI]"] = fmt_ci(k / r["n"], wilson(k, r["n"]))
-    ctx.section("Judge calibration on the labeled set", table=table(rows, cols), rank=60)
+    ctx.section("Judge calibration on the labeled set", table=table(rows, cols), rank=60, text=(
+        "The filter classifier selects the simulated training data; the verdict classifier and "
+        "the LLM judge measure tone. The two classifiers learn from disjoint halves of the "
+        "labeled set, so the verdict never rests on what the filter learned."))
     ctx.data["judges"] = {"classifier": clf, "llm": llm, "llm_bias": llm_judge.bias,
                           "llm_model": cfg.judge.model}
     return {"classifier_accuracy": clf["accuracy"], "llm_accuracy": llm["accuracy"]}
@@ -81,7 +110,7 @@ def simulate_stage(cfg: SimulateStage, inputs: dict[str, Path], ctx) -> dict:
     rows = simulate(items, teacher, cfg.tone, gen_params(cfg.max_new_tokens, cfg.seed, cfg.temperature),
                     ctx.work / "journal.jsonl", chunk=cfg.teacher.batch_size)
     f = cfg.filters
-    scores = fit_classifier(inputs["calibration"], cfg.seed).score([r["simulated"] for r in rows])
+    scores = fit_classifier(inputs["calibration"], cfg.seed, "filter").score([r["simulated"] for r in rows])
     kept, stats = filter_answers(rows, scores, f.min_words, f.max_copy, f.min_topic_sim,
                                  f.min_tone, f.max_dup_sim)
     write_jsonl(ctx.dir / "candidates.jsonl", rows)
