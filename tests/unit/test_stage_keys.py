@@ -42,6 +42,7 @@ CHANGES = [
     ("eval_batch_size", 3, ["evaluate"]),
     ("teacher_temperature", 0.1, ["simulate", "evaluate"]),
     ("larger", [{"model": "bigger-model"}], ["evaluate"]),
+    ("content_threshold", 0.5, ["evaluate"]),
 ]
 
 

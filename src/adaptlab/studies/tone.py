@@ -53,6 +53,7 @@ def stages(cfg: Config) -> list[Stage]:
         student=cfg.student, eval_batch_size=cfg.eval_batch_size, context=cfg.context, tone=cfg.tone,
         teacher=cfg.teacher, teacher_source=cfg.teacher_source,
         teacher_temperature=cfg.teacher_temperature, judge=cfg.judge, larger=cfg.larger,
+        content_threshold=cfg.content_threshold,
         max_new_tokens=cfg.max_new_tokens,
         main_adapter=Point(cfg.main_size, cfg.precisions[0], cfg.seed).name(), adapters=adapters, seed=cfg.seed)
     ev_inputs = {"eval": Out("split", "eval.jsonl"), "judges": Out("judges", "judges.json"),

@@ -78,6 +78,8 @@ class Config:
     """Student batch size for evaluation (bigger batches decode much faster on CPU)."""
     teacher_temperature: float = 0.7
     """Sampling temperature of the simulation."""
+    content_threshold: float = 0.6
+    """Content preserved: MiniLM cosine to the reference answer at least this (and not degenerate)."""
     larger: list[BackendConfig] = field(default_factory=list)
     """Larger models compared with the system prompt plus the demos (few-shot), e.g. the
     packaged 0.5B and 1.5B: the "prompted larger model" baseline."""
@@ -153,6 +155,7 @@ class EvaluateStage:
     teacher_temperature: float
     judge: BackendConfig
     larger: list[BackendConfig]
+    content_threshold: float
     max_new_tokens: int
     main_adapter: str
     adapters: list[str]

@@ -7,6 +7,7 @@ from pathlib import Path
 from .. import progress
 from ..evaluate import stats
 from ..evaluate.compare import System, answer, rate_table
+from ..evaluate.content import content_ok, degenerate
 from ..evaluate.metrics import decide, rate
 from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..lm.config import BackendConfig
@@ -78,6 +79,7 @@ def evaluate_stage(cfg: EvaluateStage, inputs: dict[str, Path], ctx) -> dict:
     from ..evaluate.judges import LLMJudge
 
     items = read_jsonl(inputs["eval"])
+    items_index = {it["id"]: i for i, it in enumerate(items)}
     names = system_names(cfg)
     answers = answer(_systems(cfg, inputs, ctx.cache), items, gen_params(cfg.max_new_tokens, cfg.seed))
     answers["tuned"] = answers[cfg.main_adapter]
@@ -94,16 +96,23 @@ def evaluate_stage(cfg: EvaluateStage, inputs: dict[str, Path], ctx) -> dict:
                 "tone_classifier": round(scores[name][0][i], 4), "tone_llm": round(scores[name][1][i], 4)}
                for name in names for i, o in enumerate(answers[name])]
     sims = {name: systems[name].pop("_sim_reference_items") for name in names}
+    content = {n: content_ok(answers[n], [it["answer"] for it in items], cfg.content_threshold)
+               for n in names}
+    for n in names:
+        systems[n]["degenerate"] = round(sum(bool(degenerate(a)) for a in answers[n]) / len(items), 4)
+    for s in samples:
+        s["content_ok"] = content[s["system"]][items_index[s["id"]]]
     write_jsonl(ctx.dir / "answers.jsonl", samples)
-    evidence = _evidence({n: scores[n] for n in names}, sims, cfg.seed)
+    evidence = _evidence({n: scores[n] for n in names}, content, sims, cfg.seed)
     write_json(ctx.dir / "metrics.json", {"systems": systems, "adapters": adapters,
                                           "main_adapter": cfg.main_adapter, "n_eval": len(items),
                                           "evidence": evidence})
     _log_sections(ctx, cfg, items, systems, adapters, samples, evidence)
     return ({f"{s}_tone_rate": m["tone_rate_classifier"] for s, m in systems.items()}
             | {f"{s}_sim_ref": m["sim_reference"] for s, m in systems.items()}
+            | {f"{r['system']}_both_rate": round(r["rate"], 4) for r in evidence["both"]}
             | {"best_prompted": evidence["best_prompted"],
-               "tuned_vs_best_prompted_p": evidence["tuned_vs_best_prompted_classifier"]["test"]["p"]})
+               "tuned_vs_best_prompted_p": evidence["tuned_vs_best_prompted_both"]["test"]["p"]})
 
 
 def best_prompted(outcomes: dict[str, list[bool]]) -> str:
@@ -113,27 +122,29 @@ def best_prompted(outcomes: dict[str, list[bool]]) -> str:
     return max(cands, key=lambda n: (sum(outcomes[n]), -cands.index(n)))
 
 
-def _evidence(scores: dict, sims: dict, seed: int) -> dict:
-    """Intervals for every system and judge, and the paired tests of the headline comparisons:
-    the tuned student against the best prompting baseline (chosen by the verdict classifier)."""
-    verdict = {n: decide(scores[n][0]) for n in scores}
-    best = best_prompted(verdict)
+def _evidence(scores: dict, content: dict, sims: dict, seed: int) -> dict:
+    """Intervals for every system and measure, and the paired tests of the headline comparisons:
+    the tuned student against the best prompting baseline, chosen on the headline measure
+    ("in tone and content preserved": the verdict classifier and the content check agree)."""
+    measures = {"tone_classifier": {n: decide(sc[0]) for n, sc in scores.items()},
+                "tone_llm": {n: decide(sc[1]) for n, sc in scores.items()},
+                "content": content}
+    measures["both"] = {n: [t and c for t, c in zip(measures["tone_classifier"][n], content[n])]
+                        for n in scores}
+    best = best_prompted(measures["both"])
     out = {"best_prompted": best}
-    for j, judge in enumerate(("classifier", "llm")):
-        outcomes = {n: decide(scores[n][j]) for n in scores}
-        out[f"tone_{judge}"] = rate_table(outcomes, reference=best)
-        out[f"tuned_vs_best_prompted_{judge}"] = stats.compare_rates(
+    for key, outcomes in measures.items():
+        out[key] = rate_table(outcomes, reference=best)
+        out[f"tuned_vs_best_prompted_{key}"] = stats.compare_rates(
             "the tuned student", outcomes["tuned"], f"the best prompting ({best})", outcomes[best],
-            f"tone ({'LLM judge' if judge == 'llm' else 'verdict classifier'})")
+            MEASURES[key])
     out["sim_reference"] = {n: stats.mean_summary(v, seed=seed) for n, v in sims.items()}
-    out["tuned_vs_best_prompted_content"] = stats.compare_means(
-        "the tuned student", sims["tuned"], f"the best prompting ({best})", sims[best],
-        "similarity to the reference answer", seed=seed)
     return out
 
 
-HEADLINES = ("tuned_vs_best_prompted_classifier", "tuned_vs_best_prompted_llm",
-             "tuned_vs_best_prompted_content")
+MEASURES = {"both": "in tone and content preserved", "tone_classifier": "tone (verdict classifier)",
+            "tone_llm": "tone (LLM judge)", "content": "content preserved"}
+HEADLINES = tuple(f"tuned_vs_best_prompted_{k}" for k in MEASURES)
 
 
 def _log_sections(ctx, cfg: EvaluateStage, items, systems, adapters, samples, ev) -> None:
@@ -173,13 +184,14 @@ def _comparison_rows(systems: dict, ev: dict, names: dict[str, str]) -> list[dic
     p_col = f"p_vs_{ev['best_prompted']}"
     rows = []
     for i, (n, m) in enumerate(systems.items()):
-        clf, llm = ev["tone_classifier"][i], ev["tone_llm"][i]
+        row = {"system": names[n]}
+        for key, label in MEASURES.items():
+            r = ev[key][i]
+            row[f"{label} [95% CI]"] = fmt(r)
+            row[f"McNemar p ({label})"] = r.get(p_col, "(reference)")
         sim = ev["sim_reference"][n]
-        rows.append({"system": names[n], "in tone, verdict classifier [95% CI]": fmt(clf),
-                     "McNemar p vs best prompting": clf.get(p_col, "(reference)"),
-                     "in tone, LLM judge [95% CI]": fmt(llm), "McNemar p (LLM judge)": llm.get(p_col, "(reference)"),
-                     "similarity to reference [95% CI]": stats.fmt_ci(sim["mean"], sim["ci"]),
-                     **{label: m[k] for k, label in STYLE_COLUMNS.items()},
+        rows.append({**row, "similarity to reference [95% CI]": stats.fmt_ci(sim["mean"], sim["ci"]),
+                     "degenerate": m["degenerate"], **{label: m[k] for k, label in STYLE_COLUMNS.items()},
                      "judges' kappa": m["judge_agreement"]["kappa"]})
     return rows
 

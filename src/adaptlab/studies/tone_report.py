@@ -9,8 +9,10 @@ from ..report.plots import bars, lines
 
 
 def plot_systems(d: Path, evidence: dict) -> Path:
-    return bars(d / "tone_by_system.png", {"classifier judge": evidence["tone_classifier"],
-                                           "LLM judge": evidence["tone_llm"]}, "tone achievement rate")
+    return bars(d / "tone_by_system.png", {"in tone and content preserved": evidence["both"],
+                                           "in tone (verdict classifier)": evidence["tone_classifier"],
+                                           "content preserved": evidence["content"]},
+                "share of held-out answers (95% CI)")
 
 
 def plot_vs_n(d: Path, adapters: dict) -> Path:

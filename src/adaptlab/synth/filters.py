@@ -29,10 +29,12 @@ def ngram_copy_share(answer: str, source: str, n: int = 8) -> float:
 def filter_answers(rows: Sequence[dict], tone_scores: Sequence[float], min_words: int = 5,
                    max_copy: float = 0.5, min_topic_sim: float = 0.3, min_tone: float = 0.5,
                    max_dup_sim: float = 0.95, embed_ref: str = "minilm-l6") -> tuple[list[dict], dict]:
-    """Keep answers that are non-empty, complete, not copied, on topic, in tone and not duplicates.
+    """Keep answers that are non-empty, not degenerate, complete, not copied, on topic, in tone
+    and not duplicates.
 
     Returns (kept rows, {"kept": n, "dropped": {reason: n}}); each row gets `drop_reason`.
     """
+    from ..evaluate.content import degenerate
     from ..evaluate.embed import embed, pairwise_cosine
 
     trimmed = [trim_incomplete(r["simulated"]) for r in rows]
@@ -46,6 +48,8 @@ def filter_answers(rows: Sequence[dict], tone_scores: Sequence[float], min_words
         reason = None
         if len(t.split()) < min_words:
             reason = "empty_or_truncated" if r["trimmed"] else "empty"
+        elif degenerate(t):
+            reason = "degenerate"  # looping or gibberish: see evaluate.content
         elif not END.search(t):
             reason = "truncated"
         elif ngram_copy_share(t, r.get("facts", r["passage"])) > max_copy:
