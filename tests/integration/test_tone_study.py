@@ -83,15 +83,16 @@ def test_recipe_with_another_tone_runs_unchanged_and_resumes(tmp_path, monkeypat
         "split: {eval_questions: 2, val_questions: 2, train_questions: 6}\n"
         "filters: {min_tone: 0.0, min_topic_sim: 0.0}\n"
         "train_sizes: [4]\nmain_size: 4\n"
-        "tune: {max_steps: 2, batch_size: 2, save_every: 0}\n"
+        "tune: {max_steps: 3, batch_size: 2, save_every: 0}\n"
         "curve_every: 1\nmax_new_tokens: 24\n"
     )
     out = run(recipe)
     d = tmp_path / "runs" / "pirate"
     report = read_json(d / "report" / "report.json")
     assert report["tone"] == "like a cheerful pirate, with arr and matey"
-    assert set(report["systems"]) == {"base", "prompted", "tuned", "teacher"}
-    assert (d / "report" / "report.html").read_text().count("data:image/png;base64") >= 3
+    assert set(report["systems"]) == {"base", "prompted", "few_shot", "tuned", "tuned_prompted", "teacher"}
+    # the system bars and the convergence curves (4 points); one N: its "plot" is a table row
+    assert (d / "report" / "report.html").read_text().count("data:image/png;base64") >= 2
     assert (d / "tune-fp32-n4" / "eval.csv").exists()
     again = run(recipe)  # everything cached: nothing re-runs
     assert all(v == 0.0 for v in again["timings_s"].values()), again["timings_s"]

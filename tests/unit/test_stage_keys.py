@@ -16,20 +16,20 @@ import tone_fakes as fakes
 pytest.importorskip("sklearn")
 
 TUNES = ["tune-fp32-n8", "tune-fp32-n16", "tune-bf16-n8", "tune-bf16-n16"]
-ALL = ["split", "judges", "simulate", *TUNES, "evaluate"]
+ALL = ["split", "judges", "validate", "simulate", *TUNES, "evaluate"]
 
 # recipe field -> new value -> the stages that read it (curve_every = 0: no validation curve)
 CHANGES = [
     ("seed", 1, ALL),
     ("corpus", "OTHER_CORPUS", ["split"]),
-    ("calibration", "OTHER_CALIBRATION", ["judges", "simulate", "evaluate"]),
-    ("tone.description", "like a pirate", ["judges", "simulate", "evaluate"]),
-    ("tone.contrast", "legal prose", ["judges", "evaluate"]),
+    ("calibration", "OTHER_CALIBRATION", ["judges", "validate", "simulate", "evaluate"]),
+    ("tone.description", "like a pirate", ["judges", "validate", "simulate", "evaluate"]),
+    ("tone.contrast", "legal prose", ["judges", "validate", "evaluate"]),
     ("tone.examples", ["Arr!"], ["simulate", "evaluate"]),
     ("student", "other-student", [*TUNES, "evaluate"]),
     ("teacher.model", "other-teacher", ["simulate", "evaluate"]),
     ("teacher.batch_size", 4, ["simulate", "evaluate"]),
-    ("judge.model", "other-judge", ["judges", "evaluate"]),
+    ("judge.model", "other-judge", ["judges", "validate", "evaluate"]),
     ("judge_calibration_limit", 10, ["judges"]),
     ("split.eval_questions", 10, ["split"]),
     ("filters.max_copy", 0.9, ["simulate"]),
@@ -42,7 +42,7 @@ CHANGES = [
     ("eval_batch_size", 3, ["evaluate"]),
     ("teacher_temperature", 0.1, ["simulate", "evaluate"]),
     ("larger", [{"model": "bigger-model"}], ["evaluate"]),
-    ("content_threshold", 0.5, ["evaluate"]),
+    ("content_threshold", 0.5, ["validate", "evaluate"]),
 ]
 
 

@@ -93,7 +93,7 @@ def test_every_comparison_table_in_the_report_has_intervals(faked):
     tables = {s["title"]: s["table"] for s in report["sections"] if s.get("table")}
     not_comparisons = ("Side by side", "Simulated data filters", "Stage wall time")
     compared = {t: tab for t, tab in tables.items() if not t.startswith(not_comparisons)}
-    assert len(compared) == 4, list(compared)  # systems, N, judge calibration, judge agreement
+    assert len(compared) == 5, list(compared)  # systems, N, judges on labeled outputs and texts, agreement
     interval = re.compile(r"^\d\.\d\d \[\d\.\d\d, \d\.\d\d\]$")
     for title, tab in compared.items():
         cols = [i for i, c in enumerate(tab["cols"]) if all(interval.match(str(r[i])) for r in tab["rows"])]
@@ -129,3 +129,14 @@ def test_judge_command_scores_texts_with_the_calibrated_judges(faked, tmp_path, 
     assert main(["judge", str(recipe), str(texts), "--out", str(tmp_path / "bad.jsonl")]) == 2
     assert f"{texts}:2: text: expected a string" in capsys.readouterr().err
     assert not (tmp_path / "bad.jsonl").exists()
+
+
+def test_validate_stage_measures_every_judge_on_the_labeled_outputs(faked):
+    _run()
+    v = read_json(faked / "validate" / "manifest.json")["metrics"]
+    assert set(v) == {"verdict classifier", "filter classifier", "LLM judge (smollm2-135m-instruct)",
+                      "content check", "degenerate check"}
+    report = read_json(faked / "report" / "report.json")
+    rows = report["validation"]["rows"]
+    assert [r["n"] for r in rows] == [216] * 5
+    assert [r["share of 1s"] for r in rows][-1] == round(20 / 216, 3)  # the hand labels, read back

@@ -18,9 +18,10 @@ from ..data.corpus import load_labeled, load_passages
 from ..report.stage import ReportConfig, report_inputs, report_stage
 from ..runs.declare import Out, Stage
 from ..train.sweep import Point, grid
-from .tone_config import Config, EvaluateStage, JudgesStage, SimulateStage, SplitStage
+from .tone_config import Config, EvaluateStage, JudgesStage, SimulateStage, SplitStage, ValidateStage
 from .tone_eval import evaluate_stage
 from .tone_judge import judge, load_texts
+from .tone_validate import load_labeled_outputs, validate_stage
 from .tone_report import curves_stage
 from .tone_stages import judges_stage, simulate_stage, split_stage, tune_config, tune_stage
 
@@ -34,6 +35,8 @@ def check(cfg: Config) -> None:
     """Bad input fails here, before anything is written."""
     load_passages(cfg.corpus)
     load_labeled(cfg.calibration)
+    if cfg.labeled_outputs:
+        load_labeled_outputs(cfg.labeled_outputs)
 
 
 def _tune_stages(cfg: Config) -> list[Stage]:
@@ -60,12 +63,18 @@ def stages(cfg: Config) -> list[Stage]:
                  "calibration": cfg.calibration}
     for a in adapters:
         ev_inputs |= {a: Out(a, "adapter_model.safetensors"), f"{a}.tuned": Out(a, "tuned.json")}
-    shown = ["judges", "simulate", "evaluate", "curves"]
+    validate = [Stage("validate", validate_stage,
+                      ValidateStage(cfg.tone.description, cfg.tone.contrast, cfg.judge,
+                                    cfg.content_threshold, cfg.seed),
+                      {"labeled": cfg.labeled_outputs, "calibration": cfg.calibration,
+                       "judges": Out("judges", "judges.json")})] if cfg.labeled_outputs else []
+    shown = ["judges", *[s.name for s in validate], "simulate", "evaluate", "curves"]
     return [
         Stage("split", split_stage, SplitStage(cfg.split, cfg.seed), {"corpus": cfg.corpus}),
         Stage("judges", judges_stage, JudgesStage(cfg.tone.description, cfg.tone.contrast, cfg.judge,
                                                   cfg.judge_calibration_limit, cfg.seed),
               {"calibration": cfg.calibration}),
+        *validate,
         Stage("simulate", simulate_stage,
               SimulateStage(replace(cfg.tone, contrast=""), cfg.teacher, cfg.filters, cfg.max_new_tokens,
                             cfg.teacher_temperature, cfg.teacher_source, cfg.context, cfg.seed),

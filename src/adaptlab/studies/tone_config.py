@@ -45,6 +45,9 @@ class Config:
     """Passages with questions and neutral reference answers (JSONL)."""
     calibration: str = "corpora/tone/calibration.jsonl"
     """Labeled texts (label 1 = in tone) to train and calibrate the judges."""
+    labeled_outputs: str = "corpora/tone/labeled_outputs.jsonl"
+    """Model outputs labeled by hand (in tone, content correct, degenerate) on which every judge
+    and check is measured; "" to skip."""
     tone: ToneSpec = field(default_factory=ToneSpec)
     """The target tone."""
     student: str = "smollm2-135m-instruct"
@@ -78,8 +81,11 @@ class Config:
     """Student batch size for evaluation (bigger batches decode much faster on CPU)."""
     teacher_temperature: float = 0.7
     """Sampling temperature of the simulation."""
-    content_threshold: float = 0.6
-    """Content preserved: MiniLM cosine to the reference answer at least this (and not degenerate)."""
+    content_threshold: float = 0.85
+    """Content preserved: MiniLM cosine to the reference answer at least this (and not degenerate).
+    0.85 was the most accurate threshold on corpora/tone/labeled_outputs.jsonl (0.79, against 0.77
+    for answering "no" every time): similarity cannot tell a wrong fact from a right one, and the
+    validate stage reports how far to trust it."""
     larger: list[BackendConfig] = field(default_factory=list)
     """Larger models compared with the system prompt plus the demos (few-shot), e.g. the
     packaged 0.5B and 1.5B: the "prompted larger model" baseline."""
@@ -159,4 +165,13 @@ class EvaluateStage:
     max_new_tokens: int
     main_adapter: str
     adapters: list[str]
+    seed: int
+
+
+@dataclass
+class ValidateStage:
+    description: str
+    contrast: str
+    judge: BackendConfig
+    content_threshold: float
     seed: int

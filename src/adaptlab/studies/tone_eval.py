@@ -167,7 +167,9 @@ def _log_sections(ctx, cfg: EvaluateStage, items, systems, adapters, samples, ev
                 rank=10)
     ctx.section("Tone rate vs N (verdict classifier, held-out questions)", rank=20,
                 table=table(_adapter_rows(adapters, len(items))), image=plot_vs_n(ctx.dir, adapters))
-    ctx.section("Side by side", table=table(_side_by_side(items, samples), ["question", *names]), rank=40)
+    ctx.section("Side by side", rank=40, table=table(
+        [{"question": r["question"], **{names[n]: r.get(n, "") for n in names}} for r in _side_by_side(items, samples)],
+        ["question", *names.values()]))
     ctx.section("Judge agreement on evaluated answers", rank=61,
                 table=table([_agreement_row(n, m["judge_agreement"]) for n, m in systems.items()]))
     ctx.data.update({"systems": systems, "adapters": adapters, "samples": samples, "evidence": ev,
