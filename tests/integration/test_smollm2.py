@@ -264,16 +264,50 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
 
 
 # -- 5. int8 base ----------------------------------------------------------------------------------
-@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes")
-def test_int8_tune_writes_adapter(tmp_path):
+def _int8_weight(w) -> bool:
+    """Whether a weight is stored in 8 bits: bitsandbytes' Int8Params are int8 themselves; torchao's
+    Int8Tensor shows a float dtype but holds int8 `qdata` of the weight's shape."""
+    if w.dtype == torch.int8:
+        return True
+    inner = w.__tensor_flatten__()[0] if hasattr(w, "__tensor_flatten__") else []
+    return any(getattr(w, n).dtype == torch.int8 and getattr(w, n).shape == w.shape for n in inner)
+
+
+def _layer_linears(model) -> dict:
+    """The decoder layers' linear layers (LoRA's base layers under PEFT), by name."""
+    return {n: m for n, m in model.named_modules()
+            if ".layers." in n and "lora_" not in n and isinstance(m, torch.nn.Linear)}
+
+
+@pytest.mark.parametrize("backend", [
+    pytest.param(b, marks=pytest.mark.skipif(importlib.util.find_spec(b) is None, reason=f"needs {b}"))
+    for b in ("bitsandbytes", "torchao")])
+def test_int8_base_holds_8bit_weights_and_lora_trains(tmp_path, monkeypatch, backend):
+    from safetensors.torch import load_file
+
     from adaptlab.train import TuneConfig
     from adaptlab.train.lora import tune
 
-    summary = tune(TuneConfig(precision="int8", max_steps=2, save_every=0), EXAMPLES, tmp_path)
+    monkeypatch.setenv("ADAPTLAB_INT8_BACKEND", backend)  # torchao is only the fallback otherwise
+    seen = {}
+
+    def hook(step, model, tok):
+        seen["linears"] = {n: (type(m).__name__, type(m.weight).__name__, _int8_weight(m.weight))
+                           for n, m in _layer_linears(model).items()}
+        return {}
+
+    cfg = TuneConfig(precision="int8", max_steps=2, save_every=0, eval_every=2)
+    summary = tune(cfg, EXAMPLES, tmp_path, eval_hook=hook)
     assert summary["steps"] == 2 and math.isfinite(summary["final_loss"])
-    assert (tmp_path / "adapter_model.safetensors").is_file()
-    assert (tmp_path / "adapter_config.json").is_file()
     assert len(_loss_rows(tmp_path / "loss.csv")) == 2
+    linears = seen["linears"]
+    assert len(linears) == 30 * 7, len(linears)  # q k v o gate up down in each of 30 layers
+    assert all(int8 for _, _, int8 in linears.values()), linears
+    kinds = {(mod, w) for mod, w, _ in linears.values()}
+    assert kinds == ({("Linear8bitLt", "Int8Params")} if backend == "bitsandbytes"
+                     else {("Linear", "Int8Tensor")}), kinds
+    lora = load_file(tmp_path / "adapter_model.safetensors")  # B starts at zero: it moved
+    assert any(k.endswith("lora_B.weight") and v.abs().max() > 0 for k, v in lora.items())
 
 
 # -- 6 + 7. CLI end to end: tune --merge, then generate with the adapter --------------------------

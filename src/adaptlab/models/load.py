@@ -9,21 +9,33 @@ from .chat import ensure_template
 from .registry import resolve
 
 Precision = Literal["fp32", "bf16", "int8"]
+INT8_BACKENDS = ("bitsandbytes", "torchao")
+"""In the order tried; $ADAPTLAB_INT8_BACKEND (or int8_config's `backend`) picks one."""
 
 
-def int8_config(device: str):
-    """8-bit frozen base: bitsandbytes (CPU and CUDA); torchao where bitsandbytes is missing."""
+def int8_config(device: str, backend: str | None = None):
+    """8-bit frozen base: bitsandbytes (CPU and CUDA); torchao where bitsandbytes is missing.
+
+    `backend`, or $ADAPTLAB_INT8_BACKEND, picks one (the tests use it to run the torchao path).
+    """
     import importlib.util
+    import os
 
+    backend = backend or os.environ.get("ADAPTLAB_INT8_BACKEND") or None
+    if backend is not None and backend not in INT8_BACKENDS:
+        raise AdaptlabError(f"int8 backend '{backend}': expected one of {', '.join(INT8_BACKENDS)}")
+    installed = [b for b in INT8_BACKENDS if importlib.util.find_spec(b)]
+    if backend is None and not installed:
+        raise AdaptlabError("precision=int8 needs bitsandbytes or torchao: pip install bitsandbytes")
+    if backend is not None and backend not in installed:
+        raise AdaptlabError(f"int8 backend '{backend}' is not installed: pip install {backend}")
     from transformers import BitsAndBytesConfig, TorchAoConfig
 
-    if importlib.util.find_spec("bitsandbytes"):
+    if (backend or installed[0]) == "bitsandbytes":
         return BitsAndBytesConfig(load_in_8bit=True)
-    if importlib.util.find_spec("torchao"):
-        from torchao.quantization import Int8WeightOnlyConfig
+    from torchao.quantization import Int8WeightOnlyConfig
 
-        return TorchAoConfig(quant_type=Int8WeightOnlyConfig())
-    raise AdaptlabError("precision=int8 needs bitsandbytes or torchao: pip install bitsandbytes")
+    return TorchAoConfig(quant_type=Int8WeightOnlyConfig())
 
 
 def load_tokenizer(ref: str, trust_remote_code: bool = False):

@@ -20,7 +20,7 @@ from ..runs.declare import Out, Stage
 from ..train.sweep import Point, grid
 from .tone_config import Config, EvaluateStage, JudgesStage, SimulateStage, SplitStage, ValidateStage
 from .tone_eval import evaluate_stage
-from .tone_judge import judge, load_texts
+from .tone_judge import judge_texts, load_texts
 from .tone_validate import load_labeled_outputs, validate_stage
 from .tone_report import curves_stage
 from .tone_stages import judges_stage, simulate_stage, split_stage, tune_config, tune_stage
@@ -85,6 +85,11 @@ def stages(cfg: Config) -> list[Stage]:
         Stage("report", report_stage,
               ReportConfig(f"Tone of voice: tuned vs prompted ({cfg.name})", shown), report_inputs(shown)),
     ]
+
+
+def judge(cfg: Config, texts: list[str], run) -> list[dict]:
+    """`adaptlab judge`: the recipe's calibrated judges on `texts`."""
+    return judge_texts(cfg, texts, run, stages(cfg))
 
 
 def summary(metrics: dict[str, dict]) -> dict:

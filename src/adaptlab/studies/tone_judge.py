@@ -22,16 +22,16 @@ def load_texts(path: str | Path) -> list[str]:
     return [r["text"] for r in load_records(path, _text)]
 
 
-def judge(cfg, texts: list[str], run) -> list[dict]:
-    """One row per text: each judge's probability of "in tone" and its decision."""
+def judge_texts(cfg, texts: list[str], run, stages: list) -> list[dict]:
+    """One row per text: each judge's probability of "in tone" and its decision (the `judges`
+    stage of `stages` is run first, or taken from the cache)."""
     from ..evaluate.judges import LLMJudge
     from ..evaluate.metrics import decide
     from ..lm.registry import make_lm
     from ..runs.declare import run_stages
-    from .tone import stages
     from .tone_stages import fit_classifier
 
-    run_stages(run, stages(cfg), only="judges")
+    run_stages(run, stages, only="judges")
     bias = read_json(run.dir / "judges" / "judges.json")["llm_bias"]
     clf = fit_classifier(Path(cfg.calibration), cfg.seed).score(texts)
     llm = LLMJudge(make_lm(cfg.judge, run.dir / "cache.sqlite"), cfg.tone.description,
