@@ -4,6 +4,8 @@ Importing adaptlab is cheap: torch, transformers and peft load only inside the c
 """
 from __future__ import annotations
 
+from . import _quiet  # noqa: F401  (filters only; imports nothing heavy)
+
 __version__ = "0.1.0"
 
 _LAZY = {
