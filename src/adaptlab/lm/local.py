@@ -1,47 +1,90 @@
-"""Local transformers backend: batched generation (left padding, KV cache, stop on EOS) and scoring."""
+"""Local transformers backend: generation (shared-prefix KV cache, continuous batching, stop on
+EOS per row; `lm.engine`) and scoring (the shared prefix computed once)."""
 from __future__ import annotations
 
 from typing import Sequence
 
 from .. import progress
 from ..models.chat import render_ids, stop_token_ids
+from . import engine as eng
 from .base import Chat, GenParams, adapter_name, cut_at_stop
+
+ENGINES = ("continuous", "generate")
 
 
 class LocalLM:
     """A transformers causal LM behind the LM, Scorer, ChoiceScorer and AdapterHost protocols.
 
-    `name` names the base model (default `local:<ref>:<precision>`); with an adapter it becomes
-    `<base>+<first 16 hex of the sha256 of adapter_model.safetensors>`.
+    `name` names the base model (default `local:<ref>:<precision>`, the precision resolved); with an
+    adapter it becomes `<base>+<first 16 hex of the sha256 of adapter_model.safetensors>`.
+
+    precision: fp32 | bf16 | int8 | auto (bf16 where the hardware has native bf16, else fp32).
+    engine: `continuous` (lm.engine: the prompts' shared prefix computed once, `batch_size` decode
+    slots refilled as rows finish) or `generate` (the earlier path: batches of `batch_size`
+    through `model.generate`, each waiting for its longest row). Models with sliding-window
+    attention always use `generate`.
     """
 
     def __init__(self, ref: str, precision: str = "fp32", adapter: str | None = None,
                  batch_size: int = 8, device: str = "cpu", model=None, tokenizer=None,
-                 name: str | None = None, trust_remote_code: bool = False):
+                 name: str | None = None, trust_remote_code: bool = False,
+                 engine: str = "continuous"):
         from ..models.load import load_model
 
+        if engine not in ENGINES:
+            raise ValueError(f"engine '{engine}': expected one of {', '.join(ENGINES)}")
+        precision = eng.resolve_precision(precision, device, model)
         if model is None:
             model, tokenizer = load_model(ref, precision, adapter=adapter, device=device,
                                           trust_remote_code=trust_remote_code)
         self.model, self.tok, self.device = model, tokenizer, device
-        self.batch_size = batch_size
+        self.batch_size, self.precision, self.engine = batch_size, precision, engine
         self.base_name = name or f"local:{ref}:{precision}"
         self.name = adapter_name(self.base_name, adapter)
         self._stops = stop_token_ids(self.tok)
+        self.last_stats: eng.Stats | None = None
+        """What the last `chat` on the continuous engine did (prefix length, tokens, TTFT)."""
+
+    def _engine_ok(self) -> bool:
+        return eng.supports(self.model)
 
     # -- generation -------------------------------------------------------------------------
     def chat(self, chats: Sequence[Chat], params: GenParams) -> list[str]:
         prompts = [render_ids(self.tok, c, add_generation_prompt=True) for c in chats]
-        # Longest first so each batch holds similar lengths (little padding); order restored after.
+        # Longest first: the cache is as wide as the longest live row, so later rows fit inside it.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        out: list[str] = [""] * len(prompts)
         with progress.bar(total=len(prompts), desc=f"generate {self.name}", unit="chat") as pb:
-            for b, start in enumerate(range(0, len(order), self.batch_size)):
-                idx = order[start : start + self.batch_size]
-                texts = self._generate([prompts[i] for i in idx], params, seed=params.seed + b)
-                for i, t in zip(idx, texts):
-                    out[i] = cut_at_stop(t, params.stop).strip()
-                pb.update(len(idx))
+            if self.engine == "continuous" and self._engine_ok():
+                texts = self._chat_continuous(prompts, order, params, pb)
+            else:
+                texts = self._chat_generate(prompts, order, params, pb)
+        return [cut_at_stop(t, params.stop).strip() for t in texts]
+
+    def _chat_continuous(self, prompts, order, params: GenParams, pb) -> list[str]:
+        stop_check = None
+        if params.stop:
+            tail = max(map(len, params.stop)) + 4  # tokens: a stop string ending at the newest one
+
+            def stop_check(toks: list[int]) -> bool:
+                text = self.tok.decode(toks[-tail:], skip_special_tokens=True)
+                return any(s in text for s in params.stop)
+
+        toks, self.last_stats = eng.generate(
+            self.model, prompts, max_new_tokens=params.max_new_tokens, stops=self._stops,
+            slots=self.batch_size, temperature=params.temperature, top_p=params.top_p,
+            seed=params.seed, order=order, device=self.device, pad_id=self.tok.pad_token_id,
+            stop_check=stop_check,
+            on_done=lambda i, t: pb.update(1))
+        return self.tok.batch_decode(toks, skip_special_tokens=True)
+
+    def _chat_generate(self, prompts, order, params: GenParams, pb) -> list[str]:
+        out: list[str] = [""] * len(prompts)
+        for b, start in enumerate(range(0, len(order), self.batch_size)):
+            idx = order[start : start + self.batch_size]
+            texts = self._generate([prompts[i] for i in idx], params, seed=params.seed + b)
+            for i, t in zip(idx, texts):
+                out[i] = t
+            pb.update(len(idx))
         return out
 
     def _left_pad(self, seqs: list[list[int]]):
@@ -69,32 +112,51 @@ class LocalLM:
             gen = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         return self.tok.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
 
-    # -- scoring ----------------------------------------------------------------------------
-    def score(self, chats: Sequence[Chat], continuations: Sequence[str]) -> list[float]:
-        """Sum of log-probabilities of each continuation as the assistant's reply to its chat."""
+    # -- scoring (the prompts' shared prefix computed once) -----------------------------------
+    def _prefix(self, prompts: list[list[int]]):
+        """(length, KV) of the prefix all `prompts` share, each keeping >= 1 token of its own."""
+        n = eng.shared_prefix(prompts) if self._engine_ok() else 0
+        return n, eng.prefix_kv(self.model, prompts[0][:n], self.device) if n else None
+
+    def _suffix_logits(self, seqs: list[list[int]], P: int, pre, start: int):
+        """Logits at positions start.. (suffix coordinates) of each right-padded suffix in
+        `seqs`, after the shared prefix (length P, KV `pre`)."""
         import torch
 
+        width, pad, dev = max(map(len, seqs)), self.tok.pad_token_id, self.device
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=dev)
+        mask = torch.tensor([[1] * (P + len(s)) + [0] * (width - len(s)) for s in seqs], device=dev)
+        pos = torch.arange(P, P + width, device=dev)[None].expand(len(seqs), -1)
+        keep = torch.arange(start, width, device=dev)
+        return eng.forward(self.model, ids, mask, pos, eng.expand(pre, len(seqs)), keep)[0]
+
+    def score(self, chats: Sequence[Chat], continuations: Sequence[str]) -> list[float]:
+        """Sum of log-probabilities of each continuation as the assistant's reply to its chat."""
         pairs = []
         for c, cont in zip(chats, continuations, strict=True):
             p = render_ids(self.tok, c, add_generation_prompt=True)
             pairs.append((p, self.tok(cont, add_special_tokens=False).input_ids))
-        out = []
-        for start in range(0, len(pairs), self.batch_size):
-            out += self._score_batch(pairs[start : start + self.batch_size], torch)
+        if not pairs:
+            return []
+        P, pre = self._prefix([p for p, _ in pairs])
+        order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
+        out = [0.0] * len(pairs)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            for i, v in zip(idx, self._score_batch([pairs[i] for i in idx], P, pre)):
+                out[i] = v
         return out
 
-    def _score_batch(self, pairs, torch) -> list[float]:
-        seqs = [p + c for p, c in pairs]
-        width = max(map(len, seqs))
-        pad = self.tok.pad_token_id
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
-        with torch.no_grad():
-            logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+    def _score_batch(self, pairs, P: int, pre) -> list[float]:
+        import torch
+
+        first = min(len(p) for p, _ in pairs) - 1 - P  # earliest position whose logits are used
+        logits = self._suffix_logits([p[P:] + c for p, c in pairs], P, pre, first)
         out = []
         for row, (p, c) in enumerate(pairs):
-            pos = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=self.device)
-            out.append(float(logp[row, pos, torch.tensor(c, device=self.device)].sum()))
+            a = len(p) - 1 - P - first
+            logp = torch.log_softmax(logits[row, a : a + len(c)].float(), -1)
+            out.append(float(logp[torch.arange(len(c)), torch.tensor(c, dtype=torch.long)].sum()))
         return out
 
     # -- adapters ---------------------------------------------------------------------------
@@ -117,20 +179,22 @@ class LocalLM:
         pass per chat, for judges and multiple-choice probes (options must differ in first token)."""
         import torch
 
-        first = [self.tok(o, add_special_tokens=False).input_ids[0] for o in options]
-        if len(set(first)) != len(first):
+        first_ids = [self.tok(o, add_special_tokens=False).input_ids[0] for o in options]
+        if len(set(first_ids)) != len(first_ids):
             raise ValueError(f"options {list(options)} share a first token; use score() instead")
         prompts = [render_ids(self.tok, c, add_generation_prompt=True) for c in chats]
         out: list[list[float]] = [[] for _ in prompts]
+        if not prompts:
+            return out
+        P, pre = self._prefix(prompts)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         with progress.bar(total=len(prompts), desc=f"judge {self.name}", unit="text") as pb:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                ids, mask = self._left_pad([prompts[i] for i in idx])
-                with torch.no_grad():
-                    logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1].float()
-                logp = torch.log_softmax(logits, -1)[:, first]
+                first = min(len(prompts[i]) for i in idx) - 1 - P
+                logits = self._suffix_logits([prompts[i][P:] for i in idx], P, pre, first)
                 for r, i in enumerate(idx):
-                    out[i] = [float(v) for v in logp[r]]
+                    last = logits[r, len(prompts[i]) - 1 - P - first].float()
+                    out[i] = [float(v) for v in torch.log_softmax(last, -1)[first_ids]]
                 pb.update(len(idx))
         return out
