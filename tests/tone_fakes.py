@@ -46,6 +46,7 @@ def fake_tune_files(d, precision):
 
 RECIPE = {
     "name": "golden",
+    "labeled_outputs": "corpora/tone/labeled_outputs.jsonl",
     "judge_calibration_limit": 40,
     "split": {"eval_questions": 12, "val_questions": 4, "train_questions": 30},
     "train_sizes": [8, 16], "main_size": 16, "precisions": ["fp32", "bf16"],

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ["split", "judges", "simulate", "tune-fp32-n4", "evaluate", "report"]
+STAGES = ["split", "judges", "simulate", "tune-fp32-n4", "evaluate", "curves", "report"]
 TARGETS = ["simulate", "tune-fp32-n4", "evaluate"]
 
 RECIPE = f"""\

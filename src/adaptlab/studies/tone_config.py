@@ -45,9 +45,10 @@ class Config:
     """Passages with questions and neutral reference answers (JSONL)."""
     calibration: str = "corpora/tone/calibration.jsonl"
     """Labeled texts (label 1 = in tone) to train and calibrate the judges."""
-    labeled_outputs: str = "corpora/tone/labeled_outputs.jsonl"
+    labeled_outputs: str = ""
     """Model outputs labeled by hand (in tone, content correct, degenerate) on which every judge
-    and check is measured; "" to skip."""
+    and check is measured ("" = none). They must be labeled for *this* tone: the shipped
+    corpora/tone/labeled_outputs.jsonl is for the default one (recipes/tone*.yaml set it)."""
     tone: ToneSpec = field(default_factory=ToneSpec)
     """The target tone."""
     student: str = "smollm2-135m-instruct"
