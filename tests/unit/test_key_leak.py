@@ -17,7 +17,6 @@ import pickle
 import secrets
 import traceback
 
-import numpy as np
 import pytest
 from faultserver import FaultServer, last_user
 
@@ -47,12 +46,7 @@ def answer(body: dict) -> str:
 
 
 # -- fakes for what needs real models -------------------------------------------------------------
-def fake_embed(texts, ref="minilm-l6"):
-    out = np.zeros((len(texts), 64), dtype=np.float32)
-    for i, t in enumerate(texts):
-        for w in t.lower().split():
-            out[i, hashlib.md5(w.encode()).digest()[0] % 64] += 1.0
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-6)
+from tone_fakes import fake_embed  # noqa: E402  (hashed bags of words)
 
 
 class FakeModel:
