@@ -40,10 +40,17 @@ def content_scores(answers: Sequence[str], references: Sequence[str], embed_ref:
     """Agreement with the reference: MiniLM cosine, 0 for a degenerate answer."""
     from .embed import pairwise_cosine
 
-    sims = pairwise_cosine(list(answers), list(references), embed_ref)
-    return [0.0 if degenerate(a) else s for a, s in zip(answers, sims)]
+    return content_scores_from(answers, pairwise_cosine(list(answers), list(references), embed_ref))
 
 
-def content_ok(answers: Sequence[str], references: Sequence[str], threshold: float = 0.6) -> list[bool]:
-    """Content preserved: not degenerate and close enough to the reference answer."""
-    return [s >= threshold for s in content_scores(answers, references)]
+def content_scores_from(answers: Sequence[str], sims: Sequence[float]) -> list[float]:
+    """The same, from cosines to the reference already computed (no second embedding pass)."""
+    return [0.0 if degenerate(a) else s for a, s in zip(answers, sims, strict=True)]
+
+
+def content_ok(answers: Sequence[str], references: Sequence[str], threshold: float = 0.6,
+               sims: Sequence[float] | None = None) -> list[bool]:
+    """Content preserved: not degenerate and close enough to the reference answer (`sims`: the
+    answers' cosines to their references, if already computed)."""
+    scores = content_scores(answers, references) if sims is None else content_scores_from(answers, sims)
+    return [s >= threshold for s in scores]

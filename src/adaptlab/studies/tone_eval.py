@@ -87,8 +87,10 @@ def evaluate_stage(cfg: EvaluateStage, inputs: dict[str, Path], ctx) -> dict:
     llm = LLMJudge(make_lm(cfg.judge, ctx.cache), cfg.tone.description, cfg.tone.contrast,
                    bias=read_json(inputs["judges"])["llm_bias"])
     progress.log("evaluate: judging answers")
-    scores = {name: (clf.score(outs), llm.score(answers[name]) if name in names else None)
-              for name, outs in answers.items()}
+    # "tuned" is the main adapter's answers under its system name: judged once, shared
+    scores = {name: (clf.score(outs), None) for name, outs in answers.items() if name != "tuned"}
+    scores["tuned"] = scores[cfg.main_adapter]
+    scores |= {name: (scores[name][0], llm.score(answers[name])) for name in names}
     systems = {name: _system_metrics(answers[name], items, *scores[name]) for name in names}
     adapters = {name: {**read_json(inputs[f"{name}.tuned"]), "tone_rate_classifier": rate(scores[name][0])}
                 for name in cfg.adapters}
@@ -96,8 +98,8 @@ def evaluate_stage(cfg: EvaluateStage, inputs: dict[str, Path], ctx) -> dict:
                 "tone_classifier": round(scores[name][0][i], 4), "tone_llm": round(scores[name][1][i], 4)}
                for name in names for i, o in enumerate(answers[name])]
     sims = {name: systems[name].pop("_sim_reference_items") for name in names}
-    content = {n: content_ok(answers[n], [it["answer"] for it in items], cfg.content_threshold)
-               for n in names}
+    content = {n: content_ok(answers[n], [it["answer"] for it in items], cfg.content_threshold,
+                             sims=sims[n]) for n in names}
     for n in names:
         systems[n]["degenerate"] = round(sum(bool(degenerate(a)) for a in answers[n]) / len(items), 4)
     for s in samples:
