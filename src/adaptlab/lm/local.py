@@ -18,7 +18,10 @@ class LocalLM:
     `name` names the base model (default `local:<ref>:<precision>`, the precision resolved); with an
     adapter it becomes `<base>+<first 16 hex of the sha256 of adapter_model.safetensors>`.
 
-    precision: fp32 | bf16 | int8 | auto (bf16 where the hardware has native bf16, else fp32).
+    precision: fp32 | bf16 | int8 | int8-dynamic | auto (bf16 where the hardware has native bf16,
+    else fp32). int8-dynamic (CPU, inference only: `models.load.quantize_dynamic`) is the fast
+    choice for a teacher on a CPU without native bf16; an adapter given here is merged into the
+    weights before they are quantized, and `set_adapter` is refused.
     engine: `continuous` (lm.engine: the prompts' shared prefix computed once, `batch_size` decode
     slots refilled as rows finish) or `generate` (the earlier path: batches of `batch_size`
     through `model.generate`, each waiting for its longest row). Models with sliding-window
@@ -35,8 +38,15 @@ class LocalLM:
             raise ValueError(f"engine '{engine}': expected one of {', '.join(ENGINES)}")
         precision = eng.resolve_precision(precision, device, model)
         if model is None:
-            model, tokenizer = load_model(ref, precision, adapter=adapter, device=device,
-                                          trust_remote_code=trust_remote_code)
+            dynamic = precision == "int8-dynamic"
+            model, tokenizer = load_model(ref, "fp32" if dynamic else precision, adapter=adapter,
+                                          device=device, trust_remote_code=trust_remote_code)
+            if dynamic:
+                from ..models.load import quantize_dynamic
+
+                if adapter is not None:
+                    model = model.merge_and_unload()
+                model = quantize_dynamic(model, device)
         self.model, self.tok, self.device = model, tokenizer, device
         self.batch_size, self.precision, self.engine = batch_size, precision, engine
         self.base_name = name or f"local:{ref}:{precision}"
@@ -163,8 +173,12 @@ class LocalLM:
     def set_adapter(self, path: str | None) -> None:
         """Swap in the LoRA adapter at `path`, or go back to the bare base with None; `name`
         follows (the base name + the adapter weights' hash)."""
-        from ..errors import require
+        from ..errors import AdaptlabError, require
         from ..models.load import attach_adapter
+
+        if self.precision == "int8-dynamic":
+            raise AdaptlabError("precision int8-dynamic: adapters cannot be swapped on quantized "
+                                "weights; build the LM with adapter=PATH (merged before quantizing)")
 
         if isinstance(self.model, require("peft", "train").PeftModel):
             self.model = self.model.unload()
