@@ -45,6 +45,20 @@ def _ceiling(r: dict) -> str:
     return f"{dtype} matmul ceiling: {flops / 1e9:,.0f} GFLOP/s{init}"
 
 
+def _contender_label(c: dict) -> str:
+    if c.get("speed_options"):
+        return f"{c['contender']} ({', '.join(c['speed_options'])})"
+    return c["contender"] + (" (grad. checkpointing)" if c.get("gradient_checkpointing") else "")
+
+
+def _head_share(c: dict) -> str:
+    """LM-head rows per token fed: < 100% where the head skips unlabelled positions, > 100% where
+    it also scores padding."""
+    if c.get("head_rows") is None or not c.get("tokens"):
+        return "–"
+    return f"{100 * c['head_rows'] / c['tokens']:.0f}%"
+
+
 def train_table(r: dict) -> str:
     rows = {c["contender"]: c for c in r["contenders"]}
     ref = rows.get("adaptlab")
@@ -52,16 +66,31 @@ def train_table(r: dict) -> str:
             f"{r['batch_size']}, {r['steps']} optimizer steps, lr {r['lr']}, {r['train_examples']} train / "
             f"{r['val_examples']} validation chats. Untuned validation loss: {r['base_val_loss']:.3f}. "
             f"{_ceiling(r)}.\n\n")
+    counted = all(c.get("head_rows") is not None for c in rows.values())
+    share_col = " LM head rows ÷ tokens |" if counted else ""
     lines = ["| contender | tokens/s | adaptlab ÷ this | s/step (median) | peak RAM MB | final train loss | "
-             "val loss | MFU | load avg |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             f"val loss |{share_col} MFU | load avg |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if counted else "")]
     for name, c in rows.items():
         ratio = f"{ref['tokens_per_s'] / c['tokens_per_s']:.2f}×" if ref else "–"
-        gc = " (grad. checkpointing)" if c.get("gradient_checkpointing") else ""
-        lines.append(f"| {name}{gc} | {_fmt(c['tokens_per_s'], 1)} | {ratio} | {c['s_per_step']:.2f} "
+        share = f" {_head_share(c)} |" if counted else ""
+        lines.append(f"| {_contender_label(c)} | {_fmt(c['tokens_per_s'], 1)} | {ratio} | {c['s_per_step']:.2f} "
                      f"({c['median_s_per_step']:.2f}) | {_fmt(c['peak_rss_mb_train'], 0)} | "
-                     f"{c['final_train_loss']:.3f} ({c['train_loss_on']}) | {c['val_loss']:.3f} | "
+                     f"{c['final_train_loss']:.3f} ({c['train_loss_on']}) | {c['val_loss']:.3f} |{share} "
                      f"{100 * c['mfu']:.1f}% | {_loadavg(c)} |")
-    return head + "\n".join(lines) + "\n"
+    notes = []
+    if ref:
+        vs = [f"{ref['tokens_per_s'] / rows[k]['tokens_per_s']:.2f}× {label}"
+              for k, label in (("trl-fast", "TRL with its speed options on (trl-fast; goal ≥ 1.5×)"),
+                               ("trl", "TRL at its defaults"))
+              if k in rows]
+        if vs:
+            notes.append("adaptlab's tokens/s: " + "; ".join(vs) + ".")
+    notes.append("MFU: model FLOPs of the positions each side computes — 4 × non-embedding base "
+                 "parameters per non-padding token fed, plus 4 × vocab × hidden per row the LM head "
+                 "was applied to (counted by hooks)." if counted else
+                 "MFU: 4 × base parameters per non-padding token (the LM head counted on every token).")
+    return head + "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
 
 
 def _identical(row: dict, n: int) -> str:
@@ -77,6 +106,35 @@ def generate_table(r: dict) -> str:
     for row in r["rows"]:
         lines.append(f"| {row['contender']} | {row['batch_size']} | {row['tokens_per_s']:.1f} | "
                      f"{row['speedup']:.2f}× | {_identical(row, r['prompts'])} | {row['seconds']:.1f} |")
+    return head + "\n".join(lines) + "\n"
+
+
+_TEACHER_LABELS = {"naive": "naive generate loop", "old": "LocalLM, engine=generate (previous)",
+                   "new": "LocalLM, engine=continuous (new)", "llamacpp": "LlamaCppLM (GGUF as shipped)"}
+
+
+def _frac(v) -> str:
+    return f"{v[0]}/{v[1]}" if v else "–"
+
+
+def teacher_table(r: dict) -> str:
+    """bench/results/teacher*.json: teacher-prompt generation, one row per contender."""
+    rows = r["rows"]
+    agree = any("agree_fp32" in c for c in rows)
+    head = (f"**Teacher generation** — {r['model']}, greedy, {r['max_new_tokens']} new tokens max, "
+            f"{r['prompts']} tone-study teacher prompts (naive loop: first {r['naive_prompts']}).\n\n")
+    cols = ["contender", "precision", "batch", "prompts", "tokens/s", "× old LocalLM", "TTFT s",
+            "peak RAM MB", "identical to naive"] + (["agrees with fp32"] if agree else [])
+    lines = ["| " + " | ".join(cols) + " |", "|---|---|" + "--:|" * (len(cols) - 2)]
+    for c in rows:
+        prec = c.get("precision") or ("GGUF " + c["gguf"] if c.get("gguf") else "–")
+        ttft = f"{c['ttft_s']:.2f}" if c.get("ttft_s") is not None else "–"
+        cells = [_TEACHER_LABELS.get(c["contender"], c["contender"]), prec, str(c["batch_size"]),
+                 str(c["prompts"]), f"{c['tokens_per_s']:.1f}", f"{c['speedup_vs_old']:.2f}×", ttft,
+                 _fmt(float(c["peak_rss_mb"]), 0), _frac(c.get("identical_to_naive"))]
+        if agree:
+            cells.append(_frac(c.get("agree_fp32")))
+        lines.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -96,7 +154,10 @@ def render(results: Path = RESULTS, gpu: bool = False) -> str:
         return "No benchmark results yet: run `python -m bench.run`.\n"
     machine = next(iter(res.values())).get("machine", {})
     parts = [f"Measured {next(iter(res.values())).get('date', '')[:10]} on {_machine(machine)}.\n"]
+    teachers = sorted((k for k in res if k == "teacher" or k.startswith("teacher-")),
+                      key=lambda k: (k != "teacher", k))
     for name, fn in (("train_sft", train_table), ("train_sft-bf16", train_table),
+                     *((k, teacher_table) for k in teachers),
                      ("generate", generate_table), ("generate-bf16", generate_table),
                      ("profile_train", profile_table)):
         if name in res:

@@ -7,12 +7,48 @@ on, loss on the whole sequence, random order, no warmup; adaptlab: no checkpoint
 assistant tokens, length-grouped batches, 2 warmup steps). `trl-nogc` is TRL with only gradient
 checkpointing switched off, to show how much of the gap that one default explains.
 
+`trl-fast` is TRL with its own speed options on, as a user who cares about speed sets them:
+
+- `padding_free=True`: the batch's chats are concatenated into one row with per-chat
+  `position_ids` and no attention mask. TRL documents it for FlashAttention only, but transformers
+  (>= 5) builds a block-diagonal causal mask from such `position_ids` for sdpa/eager attention
+  too (`masking_utils.find_packed_sequence_indices`, used when there is no attention mask and no
+  KV cache; TRL's loss passes `use_cache=False`); sdpa then attends over the whole packed row
+  under that mask, so attention costs grow with the row's length squared, not each chat's. The
+  child checks the masking before training: the
+  packed logits of a few chats must equal their one-at-a-time logits, else it falls back to
+  `train_sampling_strategy="group_by_length"` (transformers 5's name for `group_by_length`) and
+  records why. TRL refuses `padding_free` with a `max_length` unless packing is on, so
+  `max_length=None`; the child asserts that no chat exceeds MAX_LEN, so nothing is cut either way.
+- Loss on the answer only. `assistant_only_loss=True` needs `{% generation %}` markers in the
+  chat template; SmolLM2's template has none and is not among the templates TRL knows how to
+  patch (`trl.chat_template_utils.get_training_chat_template` raises), so the child uses the
+  documented alternative: the same chats as conversational prompt/completion pairs with
+  `completion_only_loss=True`. TRL then tokenizes them to the same input ids and labels as
+  adaptlab's (the assistant turn and its end-of-turn tokens; identical on all 120 chats when
+  checked with TRL 1.16). It uses `assistant_only_loss` instead where the template allows.
+- `gradient_checkpointing=False`.
+
 Each contender runs in its own process (peak RSS is its own). Tokens are counted the same way for
 every contender: a forward pre-hook on the transformer backbone sums the attention mask of every
-training forward (non-padding tokens actually fed). Validation loss is computed after training by
-one shared function: mean token cross-entropy on assistant tokens of 24 held-out chats.
+training forward (non-padding tokens actually fed; with `padding_free`, the packed row's length).
+Validation loss is computed after training by one shared function: mean token cross-entropy on
+assistant tokens of 24 held-out chats.
 
-    python -m bench.train_sft [--steps 12] [--contenders adaptlab,trl,trl-nogc]
+MFU counts, for each contender, the FLOPs of the positions it actually computes
+(`train_flops`): backbone FLOPs, 4 x the base's non-embedding parameters, on every non-padding
+token fed, plus LM-head FLOPs, 4 x vocab x hidden, on every row the head was applied to in a
+training forward. Those rows are measured, not assumed (`HeadCounter`): a forward pre-hook on the
+LM head counts the rows of its input (adaptlab applies it to the labelled positions only), and for
+TRL, whose fused LM head (`trl.trainer.utils.add_fused_lm_head`) multiplies the head's weight
+directly instead of calling the module, a wrapper around its chunked log-prob kernel counts the
+rows it is given (off CUDA/XPU it scores every position of the padded batch, padding and prompt
+included, since only its Triton path compacts to the labelled ones). 4 per parameter = forward 2
++ backward with respect to activations 2 (the frozen base gets no weight gradients). Not counted:
+attention scores, LoRA's own matmuls, gradient checkpointing's recomputation, TRL's recomputation
+of the head's tiles in its backward.
+
+    python -m bench.train_sft [--steps 12] [--contenders adaptlab,trl,trl-nogc,trl-fast]
 """
 from __future__ import annotations
 
@@ -29,7 +65,7 @@ from .common import (MODEL, chat_examples, load_bench_model, matmul_flops, machi
 
 LORA = dict(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 BATCH, LR, MAX_LEN, SEED = 4, 2e-4, 512, 0
-CONTENDERS = ("adaptlab", "trl", "trl-nogc")
+CONTENDERS = ("adaptlab", "trl", "trl-nogc", "trl-fast")
 
 
 # -- shared measurement ------------------------------------------------------------------------
@@ -49,9 +85,60 @@ class TokenCounter:
         self.forwards += 1
 
 
+class HeadCounter:
+    """Rows the LM head is applied to in training forwards (grad on, module in training mode).
+
+    A forward pre-hook on the head module counts the rows of its input. TRL's fused LM head does
+    not call the module: it passes the hidden states and the head's weight to a chunked log-prob
+    kernel, so with `fused_module` (the module holding `_ChunkedLogProbFunction`, i.e.
+    `trl.trainer.utils`) that kernel is wrapped to count the rows it is given as well.
+    """
+
+    def __init__(self, head, fused_module=None):
+        self.rows = self.calls = 0
+        self.handle = head.register_forward_pre_hook(self._hook)
+        if fused_module is not None and hasattr(fused_module, "_ChunkedLogProbFunction"):
+            inner, counter = fused_module._ChunkedLogProbFunction, self
+
+            class Counting:
+                @staticmethod
+                def apply(hidden, *args, **kwargs):
+                    counter._count(hidden)
+                    return inner.apply(hidden, *args, **kwargs)
+
+            fused_module._ChunkedLogProbFunction = Counting
+
+    def _count(self, x) -> None:
+        import torch
+
+        if torch.is_grad_enabled():
+            self.rows += x.numel() // x.shape[-1]
+            self.calls += 1
+
+    def _hook(self, module, args):
+        if module.training:
+            self._count(args[0])
+
+
 def base_param_count(model) -> int:
     """Parameters of the frozen base (tied embedding/LM head counted once, LoRA excluded)."""
     return sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+
+
+def param_split(model) -> tuple[int, int]:
+    """(backbone, head) parameters of the frozen base: the head is the LM head's weight (and bias)
+    — vocab x hidden, tied to the input embedding on SmolLM2 — and the backbone everything else
+    but the input embedding (a lookup, no matmul) and LoRA."""
+    head = model.get_output_embeddings()
+    skip = {id(p) for p in head.parameters()} | {id(p) for p in model.get_input_embeddings().parameters()}
+    backbone = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n and id(p) not in skip)
+    return backbone, sum(p.numel() for p in head.parameters())
+
+
+def train_flops(tokens: int, head_rows: int, backbone_params: int, head_params: int) -> int:
+    """Model FLOPs of the positions computed: 4 x backbone params per token fed (forward 2 +
+    backward to activations 2; the base is frozen) + 4 x head params per row the head saw."""
+    return 4 * backbone_params * tokens + 4 * head_params * head_rows
 
 
 def val_loss(model, tok, examples: list[dict], batch: int = 4) -> dict:
@@ -79,15 +166,21 @@ def val_loss(model, tok, examples: list[dict], batch: int = 4) -> dict:
     return {"val_loss": round(total / count, 4), "val_tokens": count}
 
 
-def _summary(name: str, step_s: list[float], counter: TokenCounter, n_params: int, extra: dict) -> dict:
+def _summary(name: str, step_s: list[float], counter: TokenCounter, heads: HeadCounter, model,
+             extra: dict) -> dict:
+    if not heads.rows:
+        raise RuntimeError(f"{name}: no LM-head rows counted; the head is applied some other way")
     loop_s = sum(step_s)
+    backbone, head = param_split(model)
     return {"contender": name, "steps": len(step_s), "loop_seconds": round(loop_s, 2),
             "tokens": counter.tokens, "forwards": counter.forwards,
             "tokens_per_s": round(counter.tokens / loop_s, 1),
             "s_per_step": round(loop_s / len(step_s), 3),
             "median_s_per_step": round(statistics.median(step_s), 3),
             "first_step_s": round(step_s[0], 3), "step_seconds": [round(s, 3) for s in step_s],
-            "base_params": n_params, "peak_rss_mb_train": peak_rss_mb(), **extra}
+            "base_params": base_param_count(model), "backbone_params": backbone, "head_params": head,
+            "head_rows": heads.rows, "head_calls": heads.calls,
+            "peak_rss_mb_train": peak_rss_mb(), **extra}
 
 
 # -- contenders (each in its own process) ------------------------------------------------------
@@ -118,7 +211,9 @@ def child_adaptlab(steps: int) -> dict:
     def build(cfg):  # the benchmark needs the model tune() builds, to hook it and evaluate it
         # with RANDOM_INIT, LoRA goes on the freshly initialized architecture instead
         model, tok = lora.attach(cfg, *load_bench_model()) if common.RANDOM_INIT else lora.build(cfg)
-        grabbed.update(model=model, tok=tok, counter=TokenCounter(model.get_base_model().base_model))
+        base = model.get_base_model()
+        grabbed.update(model=model, tok=tok, counter=TokenCounter(base.base_model),
+                       heads=HeadCounter(base.get_output_embeddings()))
         return model, tok
 
     train, val = chat_examples()
@@ -134,7 +229,7 @@ def child_adaptlab(steps: int) -> dict:
     cum = [0.0] + [float(r["seconds"]) for r in log]
     step_s = [b - a for a, b in zip(cum, cum[1:])]
     model, tok, counter = grabbed["model"], grabbed["tok"], grabbed["counter"]
-    res = _summary("adaptlab", step_s, counter, base_param_count(model),
+    res = _summary("adaptlab", step_s, counter, grabbed["heads"], model.get_base_model(),
                    {"final_train_loss": float(log[-1]["loss"]), "train_loss_on": "assistant tokens",
                     "tokens_counted_by_tune": summary["tokens_this_session"],
                     **val_loss(model, tok, val)})
@@ -142,9 +237,48 @@ def child_adaptlab(steps: int) -> dict:
     return res
 
 
-def _child_trl(steps: int, gradient_checkpointing: bool | None) -> dict:
+def packed_matches_padded(model, tok, chats: list[dict], atol: float = 1e-2) -> tuple[bool, float]:
+    """Does a padding-free row (chats concatenated, per-chat position_ids, no mask) give each chat
+    the logits it gets alone? (True only if the attention keeps the chats apart.)"""
+    import torch
+
+    seqs = [tok.apply_chat_template(c["messages"], tokenize=True, return_dict=True)["input_ids"]
+            for c in chats]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        flat = torch.tensor([sum(seqs, [])], device=model.device)
+        pos = torch.cat([torch.arange(len(s)) for s in seqs])[None].to(model.device)
+        packed = model(input_ids=flat, position_ids=pos, use_cache=False).logits[0].float()
+        worst, off = 0.0, 0
+        for s in seqs:
+            alone = model(input_ids=torch.tensor([s], device=model.device), use_cache=False).logits[0]
+            worst = max(worst, float((alone.float() - packed[off:off + len(s)]).abs().max()))
+            off += len(s)
+    model.train(was_training)
+    return worst <= atol, worst
+
+
+def assistant_masks_supported(tok) -> bool:
+    """Can TRL's `assistant_only_loss` mask this tokenizer's chats? (Generation markers in the
+    template, or a template TRL knows how to patch.)"""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if has_generation_markers(tok.chat_template):
+        return True
+    try:
+        get_training_chat_template(tok)
+    except ValueError:
+        return False
+    return True
+
+
+def _child_trl(steps: int, name: str) -> dict:
+    """TRL SFTTrainer + PEFT: `trl` at its defaults, `trl-nogc` without gradient checkpointing,
+    `trl-fast` with its speed options (see the module docstring)."""
     import datasets
     import torch
+    import trl.trainer.utils
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -167,16 +301,44 @@ def _child_trl(steps: int, gradient_checkpointing: bool | None) -> dict:
         path = resolve(MODEL)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
         tok = AutoTokenizer.from_pretrained(path)
-    counter = TokenCounter(model.base_model)
     train, val = chat_examples()
-    extra = {} if gradient_checkpointing is None else {"gradient_checkpointing": gradient_checkpointing}
+    extra, info = {}, {"speed_options": []}
+    if name != "trl":
+        extra["gradient_checkpointing"] = False
+    if name == "trl-fast":
+        model.to(common.DEVICE)
+        ok, diff = packed_matches_padded(model, tok, train[:3])
+        info["padding_free_check_max_abs_logit_diff"] = diff
+        if ok:
+            longest = max(len(tok.apply_chat_template(c["messages"], tokenize=True, return_dict=True)
+                              ["input_ids"]) for c in train)
+            assert longest <= MAX_LEN, f"a {longest}-token chat > {MAX_LEN}: padding_free would not cut it"
+            extra.update(padding_free=True, max_length=None)
+            info["speed_options"].append("padding_free")
+        else:  # this attention would let packed chats see each other: no padding_free here
+            extra["train_sampling_strategy"] = "group_by_length"
+            info["speed_options"].append("group_by_length")
+            info["padding_free_refused"] = (f"packed logits differ from one-at-a-time ones by {diff:.3g} "
+                                            f"with attn_implementation={model.config._attn_implementation}")
+        if assistant_masks_supported(tok):
+            extra["assistant_only_loss"] = True
+            info["speed_options"].append("assistant_only_loss")
+        else:  # no {% generation %} markers: the same chats as prompt/completion pairs
+            train = [{"prompt": c["messages"][:-1], "completion": c["messages"][-1:]} for c in train]
+            extra["completion_only_loss"] = True
+            info["speed_options"].append("completion_only_loss")
+            info["assistant_only_loss_refused"] = "chat template has no {% generation %} markers"
+        info["speed_options"].append("no gradient checkpointing")
+    counter = TokenCounter(model.base_model)
+    heads = HeadCounter(model.get_output_embeddings(), fused_module=trl.trainer.utils)
     timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix="bench-trl-") as out:
-        args = SFTConfig(output_dir=out, max_length=MAX_LEN, per_device_train_batch_size=BATCH,
-                         gradient_accumulation_steps=1, max_steps=steps, learning_rate=LR,
+        args = SFTConfig(**{"max_length": MAX_LEN, **extra}, output_dir=out,
+                         per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,
+                         max_steps=steps, learning_rate=LR,
                          bf16=common.PRECISION == "bf16", fp16=False, use_cpu=common.DEVICE == "cpu",
                          report_to=[], save_strategy="no", logging_steps=1,
-                         seed=SEED, disable_tqdm=True, **extra)
+                         seed=SEED, disable_tqdm=True)
         trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(train),
                              processing_class=tok, peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA),
                              callbacks=[timer])
@@ -184,11 +346,13 @@ def _child_trl(steps: int, gradient_checkpointing: bool | None) -> dict:
     rss = peak_rss_mb()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     step_s = [b - a for a, b in zip(timer.marks, timer.marks[1:])]
-    name = "trl" if gradient_checkpointing is None else "trl-nogc"
-    res = _summary(name, step_s, counter, base_param_count(trainer.model),
-                   {"final_train_loss": float(logs[-1]["loss"]),
-                    "train_loss_on": "assistant tokens" if args.assistant_only_loss else "whole sequence",
+    loss_on = ("assistant tokens" if args.assistant_only_loss else
+               "completion tokens" if trainer.completion_only_loss else "whole sequence")
+    res = _summary(name, step_s, counter, heads, trainer.model.get_base_model(),
+                   {"final_train_loss": float(logs[-1]["loss"]), "train_loss_on": loss_on,
                     "gradient_checkpointing": args.gradient_checkpointing,
+                    "padding_free": bool(trainer.padding_free),
+                    "train_sampling_strategy": args.train_sampling_strategy, **info,
                     "tokens_counted_by_trl": int(logs[-1].get("num_tokens", 0)) or None,
                     **val_loss(trainer.model, tok, val)})
     res["peak_rss_mb_train"] = rss
@@ -196,11 +360,23 @@ def _child_trl(steps: int, gradient_checkpointing: bool | None) -> dict:
 
 
 CHILDREN = {"base": child_base, "probe": child_probe, "adaptlab": child_adaptlab,
-            "trl": lambda steps: _child_trl(steps, None),
-            "trl-nogc": lambda steps: _child_trl(steps, False)}
+            **{name: (lambda steps, name=name: _child_trl(steps, name))
+               for name in ("trl", "trl-nogc", "trl-fast")}}
 
 
 # -- parent ------------------------------------------------------------------------------------
+def add_flops(row: dict, peak_flops: float) -> dict:
+    """Model FLOPs of the positions `row`'s contender computed (see `train_flops`) and its MFU
+    against `peak_flops`; also the earlier convention (head on every token), for comparison."""
+    flops = train_flops(row["tokens"], row["head_rows"], row["backbone_params"], row["head_params"])
+    row["train_flops"] = flops
+    row["flops_per_token"] = round(flops / row["tokens"])
+    row["head_rows_per_token"] = round(row["head_rows"] / row["tokens"], 4)
+    row["mfu"] = round(flops / row["loop_seconds"] / peak_flops, 4)
+    row["mfu_head_on_all_tokens"] = round(row["tokens_per_s"] * 4 * row["base_params"] / peak_flops, 4)
+    return row
+
+
 def run(steps: int = 12, contenders=CONTENDERS, quick: bool = False) -> dict:
     args = ["--steps", str(steps)]
     probe = run_child("bench.train_sft", ["--child", "probe", *args])
@@ -214,21 +390,29 @@ def run(steps: int = 12, contenders=CONTENDERS, quick: bool = False) -> dict:
     probes = [probe["matmul_flops"], probe2["matmul_flops"]]
     peak = max(probes)
     for r in rows:
-        r["flops_per_token"] = 4 * r["base_params"]
-        r["mfu"] = round(r["tokens_per_s"] * r["flops_per_token"] / peak, 4)
+        add_flops(r, peak)
     by = {r["contender"]: r for r in rows}
     ratios = {f"adaptlab/{k}": round(by["adaptlab"]["tokens_per_s"] / by[k]["tokens_per_s"], 2)
               for k in by if k != "adaptlab" and "adaptlab" in by}
+    goal = None
+    if "adaptlab" in by and "trl-fast" in by:  # issue 11: >= 1.5x TRL with its speed options on
+        a, f = by["adaptlab"], by["trl-fast"]
+        goal = {"ratio": ratios["adaptlab/trl-fast"], "target": 1.5,
+                "met": ratios["adaptlab/trl-fast"] >= 1.5 and a["val_loss"] <= f["val_loss"],
+                "val_loss_adaptlab": a["val_loss"], "val_loss_trl_fast": f["val_loss"]}
     data = {"model": MODEL, "steps": steps, "batch_size": BATCH, "lr": LR, "lora": LORA,
             "precision": common.PRECISION, "train_examples": 120, "val_examples": 24,
             "matmul_dtype": probe["matmul_dtype"], "matmul_n": probe["matmul_n"],
             "matmul_flops": round(peak), "matmul_probes": [round(p) for p in probes],
             "probe_loadavg_1m": [probe["loadavg_1m"], probe2["loadavg_1m"]],
             "base_val_loss": base["val_loss"],
-            "contenders": rows, "tokens_per_s_ratio": ratios,
-            "notes": ["MFU = non-padding tokens/s x 4 x base params / square matmul FLOP/s (in the "
-                      "run's precision) "
-                      "(model FLOPs: recomputation by gradient checkpointing and padding not counted)",
+            "contenders": rows, "tokens_per_s_ratio": ratios, "goal_vs_trl_fast": goal,
+            "notes": ["MFU = model FLOP/s / square matmul FLOP/s (in the run's precision); model FLOPs = "
+                      "4 x backbone params (non-embedding) x non-padding tokens fed + 4 x LM-head params "
+                      "(vocab x hidden) x rows the head was applied to (head_rows, counted by a hook on "
+                      "the head and on TRL's fused-head kernel). Not counted: attention scores, LoRA, "
+                      "recomputation (gradient checkpointing, TRL's fused-head backward). "
+                      "mfu_head_on_all_tokens is the earlier convention (4 x base params x tokens)",
                       "final_train_loss is each stack's own logged loss (see train_loss_on); "
                       "val_loss is one shared definition"]}
     write_result("train_sft", data, probe["machine"], quick)

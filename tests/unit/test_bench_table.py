@@ -41,3 +41,61 @@ def test_readme_block_replaced_and_missing_block_left_alone(tmp_path):
     plain.write_text("nothing here\n")
     assert not table.update_readme(plain, "x")
     assert plain.read_text() == "nothing here\n"
+
+
+def _fast_train() -> dict:
+    row = {"s_per_step": 1.0, "median_s_per_step": 1.0, "peak_rss_mb_train": 100.0,
+           "final_train_loss": 2.0, "val_loss": 2.1, "tokens": 1000}
+    return {"model": "m", "precision": "fp32", "lora": {"r": 8}, "batch_size": 4, "steps": 12, "lr": 2e-4,
+            "train_examples": 120, "val_examples": 24, "base_val_loss": 2.2, "matmul_flops": 1e11,
+            "matmul_dtype": "float32", "machine": {},
+            "contenders": [
+                {**row, "contender": "adaptlab", "tokens_per_s": 150.0, "train_loss_on": "assistant tokens",
+                 "head_rows": 600, "mfu": 0.4},
+                {**row, "contender": "trl", "tokens_per_s": 60.0, "train_loss_on": "whole sequence",
+                 "gradient_checkpointing": True, "head_rows": 1300, "mfu": 0.2},
+                {**row, "contender": "trl-fast", "tokens_per_s": 100.0, "train_loss_on": "completion tokens",
+                 "gradient_checkpointing": False, "padding_free": True, "head_rows": 996, "mfu": 0.3,
+                 "speed_options": ["padding_free", "completion_only_loss", "no gradient checkpointing"]}]}
+
+
+def _teacher() -> dict:
+    base = {"prompts": 32, "ttft_s": 1.5, "peak_rss_mb": 3000.0}
+    return {"model": "qwen", "max_new_tokens": 48, "prompts": 32, "naive_prompts": 8, "rows": [
+        {**base, "contender": "naive", "precision": "fp32", "batch_size": 1, "prompts": 8,
+         "tokens_per_s": 4.0, "speedup_vs_old": 0.69, "identical_to_naive": [8, 8]},
+        {**base, "contender": "old", "precision": "fp32", "batch_size": 32, "tokens_per_s": 5.8,
+         "speedup_vs_old": 1.0, "identical_to_naive": [8, 8]},
+        {**base, "contender": "new", "precision": "bf16", "batch_size": 32, "tokens_per_s": 30.26,
+         "speedup_vs_old": 5.2, "identical_to_naive": [6, 8], "agree_fp32": [29, 32]},
+        {**base, "contender": "llamacpp", "batch_size": 1, "tokens_per_s": 23.5, "speedup_vs_old": 4.05,
+         "ttft_s": None, "peak_rss_mb": 900.0, "identical_to_naive": None, "gguf": "t.gguf"}]}
+
+
+def test_train_table_with_trl_fast_and_measured_head_rows():
+    text = table.train_table(_fast_train())
+    assert "| trl-fast (padding_free, completion_only_loss, no gradient checkpointing) | 100.0 | 1.50× |" in text
+    assert "| trl (grad. checkpointing) | 60.0 | 2.50× |" in text
+    assert "LM head rows ÷ tokens" in text
+    assert "| 60% | 40.0% |" in text and "| 130% | 20.0% |" in text  # adaptlab, trl
+    assert "1.50× TRL with its speed options on" in text and "2.50× TRL at its defaults" in text
+    assert "per row the LM head was applied to" in text
+
+
+def test_teacher_table_renders_rows_and_agreement(tmp_path):
+    text = table.teacher_table(_teacher())
+    assert text.startswith("**Teacher generation** — qwen")
+    assert ("| contender | precision | batch | prompts | tokens/s | × old LocalLM | TTFT s | peak RAM MB | "
+            "identical to naive | agrees with fp32 |") in text
+    assert "| LocalLM, engine=continuous (new) | bf16 | 32 | 32 | 30.3 | 5.20× | 1.50 | 3,000 | 6/8 | 29/32 |" in text
+    assert "| LlamaCppLM (GGUF as shipped) | GGUF t.gguf | 1 | 32 | 23.5 | 4.05× | – | 900 | – | – |" in text
+    assert "| naive generate loop | fp32 | 1 | 8 | 4.0 | 0.69× | 1.50 | 3,000 | 8/8 | – |" in text
+    no_agree = _teacher()
+    for r in no_agree["rows"]:
+        r.pop("agree_fp32", None)
+    assert "agrees with fp32" not in table.teacher_table(no_agree)
+    # render() picks up teacher.json next to the training results
+    (tmp_path / "train_sft.json").write_text(json.dumps(_fast_train()))
+    (tmp_path / "teacher.json").write_text(json.dumps(_teacher()))
+    out = table.render(tmp_path)
+    assert out.index("**LoRA SFT**") < out.index("**Teacher generation**")
