@@ -16,7 +16,7 @@ import tone_fakes as fakes
 pytest.importorskip("sklearn")
 
 TUNES = ["tune-fp32-n8", "tune-fp32-n16", "tune-bf16-n8", "tune-bf16-n16"]
-ALL = ["split", "judges", "validate", "simulate", *TUNES, "evaluate"]
+ALL = ["split", "judges", "validate", "simulate", *TUNES, "evaluate", "curves"]
 
 # recipe field -> new value -> the stages that read it (curve_every = 0: no validation curve)
 CHANGES = [
@@ -35,7 +35,9 @@ CHANGES = [
     ("filters.max_copy", 0.9, ["simulate"]),
     ("teacher_source", "passage", ["simulate", "evaluate"]),
     ("context", "passage", ["simulate", "evaluate"]),
-    ("main_size", 8, ["evaluate"]),
+    ("main_size", 8, ["evaluate", "curves"]),
+    ("seeds", [0], []),  # the default, [] = [seed], spelled out: the same stages
+    ("seeds", [1], [*TUNES, "curves"]),  # one seed: no -s suffix, so the same names, stale
     ("tune.lr", 1e-3, TUNES),
     ("tune.lora_r", 4, TUNES),
     ("max_new_tokens", 20, ["simulate", "evaluate"]),
@@ -119,5 +121,5 @@ def test_with_a_validation_curve_tuning_reads_answer_length_and_calibration(ran)
     curved = {**recipe, "curve_every": 1}
     assert stale(curved) == TUNES  # the curve itself is new
     for field, value in (("max_new_tokens", 20), ("calibration", subst["OTHER_CALIBRATION"]),
-                         ("context", "passage")):
+                         ("context", "passage"), ("content_threshold", 0.5)):
         assert set(TUNES) <= set(stale(_set(curved, field, value))), field

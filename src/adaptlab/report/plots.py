@@ -54,26 +54,36 @@ def informative(panels: list[dict]) -> list[dict]:
     return [p for p in panels if any(len(pts) >= MIN_LINE_POINTS for pts in p["series"].values())]
 
 
-def _panel(ax, p: dict) -> None:
+def _panel(ax, p: dict, legend: bool = True) -> None:
     for label, pts in p["series"].items():
-        if pts:
-            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o" if len(pts) < 30 else None,
-                    label=label)
+        if not pts:
+            continue
+        xs, ys = [pt[0] for pt in pts], [pt[1] for pt in pts]
+        marker = "o" if len(pts) < 30 else None
+        if all(len(pt) == 4 for pt in pts):  # (x, y, low, high): error bars
+            err = [[y - pt[2] for y, pt in zip(ys, pts)], [pt[3] - y for y, pt in zip(ys, pts)]]
+            ax.errorbar(xs, ys, yerr=err, marker=marker, capsize=3, label=label)
+        else:
+            ax.plot(xs, ys, marker=marker, label=label)
     ax.set_xlabel(p["xlabel"])
     ax.set_ylabel(p["ylabel"])
     if p.get("ylim"):
         ax.set_ylim(*p["ylim"])
-    _legend(ax)
+    if legend:
+        _legend(ax)
 
 
 def lines(path: Path, panels: list[dict]) -> Path | None:
-    """Side-by-side panels: {xlabel, ylabel, ylim?, series: {label: [(x, y), ...]}}. Panels with
-    no series of 3 points or more are left out; None, and no file, when none is left."""
+    """Side-by-side panels: {xlabel, ylabel, ylim?, series: {label: [(x, y), ...]}}; points
+    (x, y, low, high) draw an error bar from low to high. Panels with no series of 3 points or
+    more are left out; None, and no file, when none is left."""
     panels = informative(panels)
     if not panels:
         return None
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
-    for ax, p in zip(axes[0], panels):
-        _panel(ax, p)
+    shared = all(list(p["series"]) == list(panels[0]["series"]) for p in panels)
+    for i, (ax, p) in enumerate(zip(axes[0], panels)):
+        # one legend, beside the last panel, when every panel has the same series
+        _panel(ax, p, legend=not shared or i == len(panels) - 1)
     return save_plot(fig, path)

@@ -74,8 +74,21 @@ class Config:
     tune: TuneConfig = field(default_factory=lambda: TuneConfig(epochs=2, batch_size=4, lr=3e-4,
                                                                  save_every=5))
     """LoRA settings shared by every (N, precision)."""
+    seeds: list[int] = field(default_factory=list)
+    """Seeds of the tune sweep: every (N, precision) is tuned once per seed, and the curves
+    stage averages the validation curves over them, with intervals. [] = just `seed`. With
+    several seeds the tune stages are named `tune-<precision>-n<N>-s<seed>`; the main adapter
+    (the one `evaluate` compares head to head) is the first seed's; `evaluate` also rates every
+    other adapter on the held-out questions, one answer pass each."""
     curve_every: int = 10
-    """Tone rate on the validation questions every this many steps (0 = no curves)."""
+    """Validation curve: every this many steps (and at step 0 and the last step), the student
+    answers the validation questions and the rate of "in tone and content preserved" (the
+    verdict classifier says in tone and the content check passes) and the tone rate are
+    recorded (0 = no curves)."""
+    compare: bool = True
+    """Run the `evaluate` stage (every system head to head on the held-out questions). False
+    leaves it out: a convergence-only run (split, judges, simulate, tune, curves, report), as in
+    recipes/tone-precision.yaml."""
     max_new_tokens: int = 80
     """Answer length for simulation and evaluation."""
     eval_batch_size: int = 24
@@ -102,6 +115,13 @@ class Config:
             raise ValueError(f"main_size {self.main_size} is not in train_sizes {self.train_sizes}")
         if not self.precisions:
             raise ValueError("precisions: expected at least one")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: listed twice in {self.seeds}")
+
+    @property
+    def tune_seeds(self) -> list[int]:
+        """The sweep's seeds: `seeds`, or just `seed`."""
+        return list(self.seeds) or [self.seed]
 
 
 # -- what each stage receives (built from Config by tone.stages) ----------------------------
@@ -135,10 +155,12 @@ class SimulateStage:
 
 @dataclass
 class CurveStage:
-    """What the validation tone curve reads while a tune stage trains."""
+    """What the validation curve reads while a tune stage trains."""
 
     context: str
     max_new_tokens: int
+    content_threshold: float
+    """The content check's threshold (as in `evaluate`)."""
 
 
 @dataclass
@@ -167,6 +189,27 @@ class EvaluateStage:
     main_adapter: str
     adapters: list[str]
     seed: int
+
+
+@dataclass
+class CurveAdapter:
+    """One tune stage whose validation curve the curves stage reads."""
+
+    name: str
+    precision: str
+    n: int
+    seed: int
+
+
+@dataclass
+class CurvesStage:
+    adapters: list[CurveAdapter]
+    main_size: int
+    """The N whose curves the convergence verdict compares across precisions."""
+    reference: str
+    """The precision whose final mean rate is the target the others are timed to (the first)."""
+    seed: int
+    """Of the bootstrap over seeds."""
 
 
 @dataclass

@@ -14,7 +14,7 @@ from ..lm.config import BackendConfig
 from ..lm.registry import make_lm
 from ..report.render import table
 from .tone_config import EvaluateStage
-from .tone_stages import fit_classifier, gen_params, student_chat
+from .tone_stages import both_outcomes, fit_classifier, gen_params, student_chat
 
 SYSTEMS = {"base": "base student, no system prompt",
            "prompted": "base student + tone system prompt",
@@ -131,8 +131,7 @@ def _evidence(scores: dict, content: dict, sims: dict, seed: int) -> dict:
     measures = {"tone_classifier": {n: decide(sc[0]) for n, sc in scores.items()},
                 "tone_llm": {n: decide(sc[1]) for n, sc in scores.items()},
                 "content": content}
-    measures["both"] = {n: [t and c for t, c in zip(measures["tone_classifier"][n], content[n])]
-                        for n in scores}
+    measures["both"] = {n: both_outcomes(measures["tone_classifier"][n], content[n]) for n in scores}
     best = best_prompted(measures["both"])
     out = {"best_prompted": best}
     for key, outcomes in measures.items():
@@ -154,7 +153,9 @@ def _log_sections(ctx, cfg: EvaluateStage, items, systems, adapters, samples, ev
 
     verdict = " ".join(ev[k]["verdict"][:1].upper() + ev[k]["verdict"][1:] for k in HEADLINES)
     ctx.section("Verdict", text="Measured: " + verdict, rank=0)
-    got = ", ".join(f"N={a['n']} {a['precision']}" for a in adapters.values())
+    got = ", ".join(dict.fromkeys(f"N={a['n']} {a['precision']}" for a in adapters.values()))
+    seeds = sorted({a.get("seed", cfg.seed) for a in adapters.values()})
+    got += f", each with seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ""
     ctx.section("Scale of this run", rank=1, text=(
         f"Student {cfg.student}; teacher {cfg.teacher.model} ({cfg.teacher.backend}); LLM judge "
         f"{cfg.judge.model}. Trained: {got} (N is capped by the simulated examples that pass the "
@@ -211,7 +212,7 @@ def _adapter_rows(adapters: dict, n: int) -> list[dict]:
     rows = []
     for name, a in adapters.items():
         k = round(a["tone_rate_classifier"] * n)
-        rows.append({"adapter": name, "N": a["n"], "precision": a["precision"],
+        rows.append({"adapter": name, "N": a["n"], "precision": a["precision"], "seed": a.get("seed", ""),
                      "tone rate [95% CI]": stats.fmt_ci(k / n, stats.wilson(k, n))})
     return rows
 

@@ -126,21 +126,43 @@ def simulate_stage(cfg: SimulateStage, inputs: dict[str, Path], ctx) -> dict:
 
 
 # -- tune -----------------------------------------------------------------------------------
-def tone_rate_hook(cfg: TuneStage, val: list[dict], clf):
-    """Evaluation hook for training: greedy answers to the validation questions, judged."""
-    from ..evaluate.metrics import rate
+def both_outcomes(tone: list[bool], content: list[bool]) -> list[bool]:
+    """The headline measure per answer, "in tone and content preserved": the verdict classifier
+    says in tone and the content check passes."""
+    return [t and c for t, c in zip(tone, content, strict=True)]
+
+
+def bits(outcomes: list[bool]) -> str:
+    """Per-question outcomes as one CSV cell, in question order: "0110"."""
+    return "".join("1" if o else "0" for o in outcomes)
+
+
+def curve_hook(cfg: TuneStage, val: list[dict], clf):
+    """Evaluation hook for training: greedy answers to the validation questions; the rates of
+    "in tone and content preserved", tone (verdict classifier) and content, and each question's
+    outcomes (`*_items`, in val.jsonl order) so the curves stage can pool and pair them."""
+    from ..evaluate.content import content_ok
+    from ..evaluate.metrics import decide, rate
+    from ..evaluate.stats import rate_summary
     from ..lm.local import LocalLM
+
+    refs = [v["answer"] for v in val]
 
     def hook(step: int, model, tok) -> dict:
         lm = LocalLM(cfg.tune.model, model=model, tokenizer=tok, batch_size=len(val) or 1)
         outs = lm.chat([student_chat(v, cfg.curve.context) for v in val],
                        gen_params(cfg.curve.max_new_tokens, cfg.seed))
-        return {"tone_rate": rate(clf.score(outs))}
+        scores = clf.score(outs)
+        tone, content = decide(scores), content_ok(outs, refs, cfg.curve.content_threshold)
+        both = both_outcomes(tone, content)
+        share = lambda o: round(rate_summary(o)["rate"], 4)  # noqa: E731
+        return {"tone_rate": rate(scores), "both_rate": share(both), "content_rate": share(content),
+                "tone_items": bits(tone), "content_items": bits(content), "both_items": bits(both)}
     return hook
 
 
 def tune_stage(cfg: TuneStage, inputs: dict[str, Path], ctx) -> dict:
-    """A LoRA adapter on the first N simulated examples, with the validation tone curve."""
+    """A LoRA adapter on the first N simulated examples, with the validation curve."""
     from ..data import load_examples
     from ..train.lora import tune
 
@@ -148,19 +170,20 @@ def tune_stage(cfg: TuneStage, inputs: dict[str, Path], ctx) -> dict:
     if len(examples) < cfg.n:
         progress.log(f"only {len(examples)} simulated examples survived the filters; N={cfg.n} uses all")
     val = read_jsonl(inputs["val"]) if "val" in inputs else []
-    hook = (tone_rate_hook(cfg, val, fit_classifier(inputs["calibration"], cfg.seed))
+    hook = (curve_hook(cfg, val, fit_classifier(inputs["calibration"], cfg.seed))
             if cfg.curve and val else None)
     summary = tune(cfg.tune, examples[: cfg.n], ctx.dir, source=str(inputs["train"]), eval_hook=hook)
-    tuned = {"n": min(cfg.n, len(examples)), "precision": cfg.tune.precision}
+    tuned = {"n": min(cfg.n, len(examples)), "precision": cfg.tune.precision, "seed": cfg.seed}
     write_json(ctx.dir / "tuned.json", tuned)
     return {**{k: summary[k] for k in ("steps", "final_loss")}, **tuned}
 
 
 def tune_config(cfg, precision: str, n: int, seed: int) -> TuneStage:
     """What the tune stage for (precision, N, seed) reads, from the recipe. The training
-    examples already hold the student's prompt; context and answer length matter only to the
-    validation curve."""
+    examples already hold the student's prompt; context, answer length and the content
+    threshold matter only to the validation curve."""
     tcfg = replace(cfg.tune, model=cfg.student, precision=precision, seed=seed,
                    eval_every=cfg.curve_every)
-    curve = CurveStage(cfg.context, cfg.max_new_tokens) if cfg.curve_every else None
+    curve = (CurveStage(cfg.context, cfg.max_new_tokens, cfg.content_threshold)
+             if cfg.curve_every else None)
     return TuneStage(tune=tcfg, n=n, curve=curve, seed=seed)
