@@ -48,7 +48,7 @@ def test_unknown_backend_is_a_one_line_error():
 def test_config_fields_and_key_check_unchanged():
     cfg = BackendConfig()
     assert (cfg.model, cfg.backend, cfg.base_url, cfg.api_key_env, cfg.batch_size, cfg.precision) == (
-        "qwen2.5-coder-0.5b-instruct", "local", None, "OPENAI_API_KEY", 8, "fp32")
+        "qwen2.5-coder-0.5b-instruct", "local", None, "OPENAI_API_KEY", 8, "auto")  # auto: bf16 where native, else fp32
     with pytest.raises(ValueError, match="not the key"):
         BackendConfig(api_key_env="sk-secret-123")
     with pytest.raises(ConfigError):
