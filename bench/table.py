@@ -86,6 +86,12 @@ def train_table(r: dict) -> str:
               if k in rows]
         if vs:
             notes.append("adaptlab's tokens/s: " + "; ".join(vs) + ".")
+    test = (r.get("goal_vs_trl_fast") or {}).get("val_loss_test")
+    if test:
+        notes.append(f"Validation loss, adaptlab − trl-fast, mean over the {r['val_examples']} chats: "
+                     f"{test['diff_per_chat']:+.4f} [{test['ci'][0]:+.4f}, {test['ci'][1]:+.4f}] "
+                     f"(paired bootstrap, p = {test['p']:.2f}): "
+                     + ("no worse." if test["no_worse"] else "worse."))
     notes.append("MFU: model FLOPs of the positions each side computes — 4 × non-embedding base "
                  "parameters per non-padding token fed, plus 4 × vocab × hidden per row the LM head "
                  "was applied to (counted by hooks)." if counted else
@@ -147,20 +153,29 @@ def profile_table(r: dict) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def _tables(res: dict) -> list:
+    """(result name, table function) in the order the tables are shown."""
+    teachers = sorted((k for k in res if k == "teacher" or k.startswith("teacher-")),
+                      key=lambda k: (k != "teacher", k))
+    return [("train_sft", train_table), ("train_sft-bf16", train_table),
+            *((k, teacher_table) for k in teachers),
+            ("generate", generate_table), ("generate-bf16", generate_table),
+            ("profile_train", profile_table)]
+
+
 def render(results: Path = RESULTS, gpu: bool = False) -> str:
     """Tables of the CPU results (or, with `gpu`, of the gpu-*.json ones)."""
     res = {k.removeprefix("gpu-"): v for k, v in _load(results).items() if k.startswith("gpu-") == gpu}
     if not res:
         return "No benchmark results yet: run `python -m bench.run`.\n"
-    machine = next(iter(res.values())).get("machine", {})
-    parts = [f"Measured {next(iter(res.values())).get('date', '')[:10]} on {_machine(machine)}.\n"]
-    teachers = sorted((k for k in res if k == "teacher" or k.startswith("teacher-")),
-                      key=lambda k: (k != "teacher", k))
-    for name, fn in (("train_sft", train_table), ("train_sft-bf16", train_table),
-                     *((k, teacher_table) for k in teachers),
-                     ("generate", generate_table), ("generate-bf16", generate_table),
-                     ("profile_train", profile_table)):
+    names = [name for name, _ in _tables(res) if name in res]
+    where = {n: (res[n].get("date", "")[:10], _machine(res[n].get("machine", {}))) for n in names}
+    one = len(set(where.values())) == 1
+    parts = [f"Measured {where[names[0]][0]} on {where[names[0]][1]}.\n"] if one and names else []
+    for name, fn in _tables(res):
         if name in res:
+            if not one:  # results from several runs or machines: each table says its own
+                parts.append(f"*Measured {where[name][0]} on {where[name][1]}.*\n")
             parts.append(fn(res[name]))
     return "\n".join(parts)
 

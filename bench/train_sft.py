@@ -4,7 +4,8 @@ Held equal: model (SmolLM2-135M-Instruct, fp32), the same 120 chats of varied le
 (r=8, alpha=16, dropout 0.05, q/k/v/o), effective batch 4, lr 2e-4, the number of optimizer steps,
 seed 0, no checkpoint saving. Everything else is each stack's default (TRL: gradient checkpointing
 on, loss on the whole sequence, random order, no warmup; adaptlab: no checkpointing, loss on
-assistant tokens, length-grouped batches, 2 warmup steps). `trl-nogc` is TRL with only gradient
+assistant tokens, length-grouped batches). The learning-rate schedule is held equal: linear decay
+from lr, no warmup (TRL's default; adaptlab's own default warms up for 2 steps). `trl-nogc` is TRL with only gradient
 checkpointing switched off, to show how much of the gap that one default explains.
 
 `trl-fast` is TRL with its own speed options on, as a user who cares about speed sets them:
@@ -142,13 +143,14 @@ def train_flops(tokens: int, head_rows: int, backbone_params: int, head_params: 
 
 
 def val_loss(model, tok, examples: list[dict], batch: int = 4) -> dict:
-    """Mean token cross-entropy over the assistant tokens of `examples` (one definition for all)."""
+    """Mean token cross-entropy over the assistant tokens of `examples` (one definition for all),
+    and each chat's own mean (`val_loss_per_chat`, for the paired comparison of two contenders)."""
     import torch
 
     from adaptlab.train.batches import collate, tokenize
 
     rows = tokenize(tok, examples, MAX_LEN, truncate=True)
-    total, count = 0.0, 0
+    total, count, per_chat = 0.0, 0, []
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -158,12 +160,27 @@ def val_loss(model, tok, examples: list[dict], batch: int = 4) -> dict:
                                         tok.pad_token_id, device)
             logits = model(input_ids=ids, attention_mask=mask).logits.float()
             y = labels[:, 1:]
-            total += float(torch.nn.functional.cross_entropy(
+            ce = torch.nn.functional.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.shape[-1]), y.reshape(-1),
-                ignore_index=-100, reduction="sum"))
+                ignore_index=-100, reduction="none").view(y.shape)
+            for r in range(y.shape[0]):
+                n = int((y[r] != -100).sum())
+                per_chat.append(round(float(ce[r].sum()) / max(n, 1), 5))
+            total += float(ce.sum())
             count += int((y != -100).sum())
     model.train(was_training)
-    return {"val_loss": round(total / count, 4), "val_tokens": count}
+    return {"val_loss": round(total / count, 4), "val_tokens": count, "val_loss_per_chat": per_chat}
+
+
+def loss_verdict(a: dict, b: dict) -> dict:
+    """Is contender a's validation loss worse than b's? Paired bootstrap over the validation chats
+    of the mean per-chat loss difference a - b; "no worse" unless the interval lies above 0."""
+    from adaptlab.evaluate.stats import paired_bootstrap
+
+    t = paired_bootstrap(a["val_loss_per_chat"], b["val_loss_per_chat"])
+    lo, hi = t["ci"]
+    return {"diff_per_chat": round(t["diff"], 4), "ci": [round(lo, 4), round(hi, 4)],
+            "p": round(t["p"], 4), "no_worse": lo <= 0}
 
 
 def _summary(name: str, step_s: list[float], counter: TokenCounter, heads: HeadCounter, model,
@@ -220,7 +237,7 @@ def child_adaptlab(steps: int) -> dict:
     cfg = TuneConfig(model=MODEL, precision=common.PRECISION, device=common.DEVICE, lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
                      lora_dropout=LORA["lora_dropout"], target_modules=LORA["target_modules"],
                      lr=LR, max_steps=steps, batch_size=BATCH, grad_accum=1, max_length=MAX_LEN,
-                     seed=SEED, save_every=0)
+                     seed=SEED, save_every=0, warmup_steps=0)
     with tempfile.TemporaryDirectory(prefix="bench-adaptlab-") as out:
         summary = tune(cfg, train, out, factory=replace(lora.LORA, build=build))
         with open(Path(out) / "loss.csv", newline="") as f:
@@ -397,9 +414,11 @@ def run(steps: int = 12, contenders=CONTENDERS, quick: bool = False) -> dict:
     goal = None
     if "adaptlab" in by and "trl-fast" in by:  # issue 11: >= 1.5x TRL with its speed options on
         a, f = by["adaptlab"], by["trl-fast"]
+        test = loss_verdict(a, f)
         goal = {"ratio": ratios["adaptlab/trl-fast"], "target": 1.5,
-                "met": ratios["adaptlab/trl-fast"] >= 1.5 and a["val_loss"] <= f["val_loss"],
-                "val_loss_adaptlab": a["val_loss"], "val_loss_trl_fast": f["val_loss"]}
+                "met": ratios["adaptlab/trl-fast"] >= 1.5 and test["no_worse"],
+                "val_loss_adaptlab": a["val_loss"], "val_loss_trl_fast": f["val_loss"],
+                "val_loss_test": test}
     data = {"model": MODEL, "steps": steps, "batch_size": BATCH, "lr": LR, "lora": LORA,
             "precision": common.PRECISION, "train_examples": 120, "val_examples": 24,
             "matmul_dtype": probe["matmul_dtype"], "matmul_n": probe["matmul_n"],

@@ -82,3 +82,15 @@ def test_param_split_excludes_embedding_and_lora():
     # named_parameters() names it "layer_lora_A.weight": "lora_" in the name, so excluded
     assert train_sft.param_split(Tiny(tied=True)) == (12, 33)
     assert train_sft.param_split(Tiny(tied=False)) == (12, 33)
+
+
+def test_loss_verdict_is_paired_and_can_say_worse():
+    from bench.train_sft import loss_verdict
+
+    base = [2.0 + 0.1 * (i % 7) for i in range(24)]  # chats differ a lot from one another
+    same_but_noisy = {"val_loss_per_chat": [x + (0.01 if i % 2 else -0.01) for i, x in enumerate(base)]}
+    worse = {"val_loss_per_chat": [x + 0.02 for x in base]}  # tiny, but on every chat
+    ref = {"val_loss_per_chat": base}
+    assert loss_verdict(same_but_noisy, ref)["no_worse"]
+    v = loss_verdict(worse, ref)
+    assert not v["no_worse"] and v["ci"][0] > 0 and abs(v["diff_per_chat"] - 0.02) < 1e-9
