@@ -204,7 +204,9 @@ def test_int8_dynamic_refuses_adapter_swaps_and_gpus(lm):
     from adaptlab.models.load import quantize_dynamic
 
     q8 = LocalLM(MODEL, precision="int8-dynamic", model=lm.model, tokenizer=lm.tok)
+    q8.set_adapter(None)  # already the bare base: a no-op, so systems without adapters still run
+    assert q8.name == q8.base_name
     with pytest.raises(AdaptlabError, match="int8-dynamic"):
-        q8.set_adapter(None)
+        q8.set_adapter("some/adapter")
     with pytest.raises(AdaptlabError, match="CPU only"):
         quantize_dynamic(torch.nn.Linear(2, 2), device="cuda")

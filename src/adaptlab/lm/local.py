@@ -177,6 +177,8 @@ class LocalLM:
         from ..models.load import attach_adapter
 
         if self.precision == "int8-dynamic":
+            if path is None and self.name == self.base_name:
+                return  # already the bare base: nothing to swap
             raise AdaptlabError("precision int8-dynamic: adapters cannot be swapped on quantized "
                                 "weights; build the LM with adapter=PATH (merged before quantizing)")
 
