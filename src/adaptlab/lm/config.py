@@ -23,7 +23,7 @@ class BackendConfig:
     """Local batch size / HTTP concurrency."""
     precision: Literal["fp32", "bf16", "int8", "int8-dynamic", "auto"] = "auto"
     """Local weights precision for inference: auto = bf16 where the hardware has native bf16,
-    else fp32; int8-dynamic = int8 weights and activations on the CPU's int8 kernels (about 2.5x
+    else fp32; int8-dynamic = int8 weights and activations on the CPU's int8 kernels (about 1.8x
     fp32 on an AVX2 CPU, outputs close to fp32's but not equal; for teachers and judges)."""
 
     def __post_init__(self) -> None:

@@ -52,7 +52,7 @@ def load_tokenizer(ref: str, trust_remote_code: bool = False):
 def quantize_dynamic(model, device: str = "cpu"):
     """Inference-only int8 (`precision: int8-dynamic`): every nn.Linear's weights quantized to
     int8 per output channel, activations quantized per batch at run time, matmuls on torch's
-    fbgemm/x86 int8 kernels. On a 2-core AVX2 CPU the 0.5B teacher decodes about 2.5x faster than
+    fbgemm/x86 int8 kernels. On a 2-core AVX2 CPU the 0.5B teacher decodes about 1.8x faster than
     fp32 (bench/results/teacher.json); its outputs are not fp32's (the bench reports how many
     agree). CPU only; the model is changed in place and returned.
 
