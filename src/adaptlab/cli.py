@@ -67,6 +67,20 @@ def cmd_run(a) -> int:
     return 0
 
 
+def cmd_explain(a) -> int:
+    from .evaluate.stats import fmt_ci
+    from .synth.rationales import explain_file
+
+    st = explain_file(a.data, a.out, a.overrides, model=a.teacher, max_new_tokens=a.max_new_tokens,
+                      samples=a.samples, temperature=a.temperature)
+    print(json.dumps(st, indent=2))
+    rate = fmt_ci(st["keep_rate"], st["keep_rate_ci"]) if st["asked"] else "n/a"
+    print(f"wrote {st['kept'] + st['already_explained']} records to {a.out}: kept {st['kept']} "
+          f"of {st['asked']} explained by the teacher (keep rate {rate}), "
+          f"{st['already_explained']} already explained")
+    return 0
+
+
 def cmd_judge(a) -> int:
     from .api import judge
 
@@ -83,6 +97,21 @@ def cmd_serve(a) -> int:
     from .api import serve
 
     serve(a.model, adapter=a.adapter, host=a.host, port=a.port, api_key_env=a.api_key_env)
+    return 0
+
+
+def cmd_listops(a) -> int:
+    from .data.listops import OPS, ListOpsConfig, generate, write_jsonl
+
+    try:
+        cfg = ListOpsConfig(n=a.n, depth=a.depth, classes=a.classes, max_args=a.max_args,
+                            min_args=a.min_args, ops=tuple(a.ops or OPS), seed=a.seed,
+                            exact_depth=a.exact_depth)
+    except ValueError as e:
+        raise AdaptlabError(f"listops: {e}") from None
+    examples = generate(cfg)
+    write_jsonl(a.out, examples)
+    print(f"wrote {len(examples)} examples to {a.out}")
     return 0
 
 
@@ -153,12 +182,38 @@ def build_parser() -> argparse.ArgumentParser:
                         "waiting); run nothing")
     s.set_defaults(fn=cmd_run)
 
+    s = sub.add_parser("explain", help="have a teacher explain each record; keep those that reach "
+                                       "the gold answer")
+    s.add_argument("--data", required=True, help="JSONL/Parquet of chats (last turn: gold answer)")
+    s.add_argument("--out", required=True, help="output JSONL: the kept records with `explanation`")
+    s.add_argument("--teacher", help="teacher model (default: qwen2.5-coder-0.5b-instruct)")
+    s.add_argument("--max-new-tokens", type=int, help="tokens per explanation (default 256)")
+    s.add_argument("--samples", type=int, help="tries per item, with --temperature > 0 (default 1)")
+    s.add_argument("--temperature", type=float, help="0 = greedy (default)")
+    s.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="teacher BackendConfig fields (backend, base_url, batch_size, precision) "
+                        "or seed, instruction")
+    s.set_defaults(fn=cmd_explain)
+
     s = sub.add_parser("judge", help="score texts with a recipe's calibrated judges (one JSON line each)")
     s.add_argument("recipe", help="recipe YAML whose judges to use, e.g. recipes/tone.yaml")
     s.add_argument("file", help='JSONL with one {"text": ...} per line')
     s.add_argument("--out", help="write the JSON lines here instead of printing them")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="dotted recipe overrides")
     s.set_defaults(fn=cmd_judge)
+
+    s = sub.add_parser("listops", help="generate Explained-ListOps examples (answers + 3 levels "
+                                        "of explanation) as JSONL")
+    s.add_argument("--n", type=int, required=True, help="number of examples")
+    s.add_argument("--depth", type=int, default=2, help="maximum nesting depth (default 2)")
+    s.add_argument("--classes", type=int, default=10, help="K: SM is the sum mod K (default 10)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="output JSONL")
+    s.add_argument("--max-args", type=int, default=4, help="most operands of one operator")
+    s.add_argument("--min-args", type=int, default=2, help="fewest operands of one operator")
+    s.add_argument("--ops", nargs="+", metavar="OP", help="operators (default: MIN MAX MED SM)")
+    s.add_argument("--exact-depth", action="store_true", help="every expression --depth deep")
+    s.set_defaults(fn=cmd_listops)
 
     s = sub.add_parser("runs", help="list runs and their key metrics")
     s.add_argument("--json", action="store_true")
