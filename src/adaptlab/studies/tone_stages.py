@@ -149,7 +149,8 @@ def curve_hook(cfg: TuneStage, val: list[dict], clf):
     refs = [v["answer"] for v in val]
 
     def hook(step: int, model, tok) -> dict:
-        lm = LocalLM(cfg.tune.model, model=model, tokenizer=tok, batch_size=len(val) or 1)
+        lm = LocalLM(cfg.tune.model, model=model, tokenizer=tok, batch_size=len(val) or 1,
+                     device=str(getattr(model, "device", "cpu")))  # where training put it
         outs = lm.chat([student_chat(v, cfg.curve.context) for v in val],
                        gen_params(cfg.curve.max_new_tokens, cfg.seed))
         scores = clf.score(outs)
