@@ -198,3 +198,19 @@ def test_bad_recipe_values_are_refused(bad, msg):
 
     with pytest.raises(ConfigError, match=msg):
         _cfg(bad)
+
+
+def test_a_larger_n_retrains_nothing_already_trained(faked):
+    from adaptlab.runs.study import run_study
+    from adaptlab.studies import explain
+
+    _run()
+    before = (faked / "data-listops" / "train-n20.jsonl").read_bytes()
+    test_before = (faked / "data-listops" / "test.jsonl").read_bytes()
+    _run({"train_sizes": [10, 20, 30]}, only="data-listops")
+    assert (faked / "data-listops" / "train-n20.jsonl").read_bytes() == before
+    assert (faked / "data-listops" / "test.jsonl").read_bytes() == test_before
+    st = {s["stage"]: s["status"] for s in run_study(
+        "explain", explain, _cfg({"train_sizes": [10, 20, 30]}), dry=True)["stages"]}
+    assert st["tune-listops-smollm2-135m-instruct-long-n20"] == "cached"
+    assert st["tune-listops-smollm2-135m-instruct-long-n30"] == "new"
