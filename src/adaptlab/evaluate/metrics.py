@@ -59,3 +59,9 @@ def decide(scores: Sequence[float], threshold: float = 0.5) -> list[bool]:
 def rate(scores: Sequence[float], threshold: float = 0.5) -> float:
     """Share of items a judge says yes to (0.0 for no items), rounded for tables."""
     return round(sum(decide(scores, threshold)) / len(scores), 4) if scores else 0.0
+
+
+def bits(outcomes: Sequence[bool]) -> str:
+    """Per-item outcomes as one CSV cell, in item order: "0110" (training curves log them so a
+    later stage can pool and pair them)."""
+    return "".join("1" if o else "0" for o in outcomes)

@@ -16,17 +16,14 @@ from ..lm.config import BackendConfig
 from ..lm.registry import make_lm
 from ..report.plots import lines
 from ..report.render import table
-from .explain_stages import records, token_budget
 from .explain_config import EvaluateStage, Run, SummaryStage, model_tag
+from .explain_stages import records, token_budget, trained_on
+
 
 def _demos(train: list[dict], k: int, level: str, template: str) -> list[dict]:
-    """k worked examples as chat turns: the answer alone, or the long explanation then it."""
-    turns = []
-    for r in records(train[:k], level):
-        reply = str(r["answer"]) if level == "none" else template.format(
-            explanation=r["explanation"], answer=r["answer"])
-        turns += [r["messages"][0], {"role": "assistant", "content": reply}]
-    return turns
+    """k worked examples as chat turns, exactly as a run of this level trains on them: the
+    answer alone, or the explanation then the answer."""
+    return [m for r in records(train[:k], level) for m in trained_on(r, level, template)]
 
 
 def _ask(demos: list[dict]):
@@ -75,11 +72,13 @@ def _answer_all(cfg: EvaluateStage, inputs: dict, sets: dict, train: list[dict],
     majority = Counter(ex["answer"] for ex in train).most_common(1)[0][0]
     res: dict[str, dict] = {"majority": {s: _score(items, [str(majority)] * len(items))
                                          for s, items in sets.items()}}
+    # every set in one call per system: the decode slots stay full; rows stop at their own EOS,
+    # so the budget of the set with the longest targets costs the others nothing
+    every = [it for items in sets.values() for it in items]
     for model in cfg.models:
         tok, base = load_tokenizer(model), None
         entries = _entries(cfg, model, train)
-        budgets = {s: {lv: token_budget(tok, records(items, lv), lv, cfg.template)
-                       for lv in {e[1] for e in entries}} for s, items in sets.items()}
+        budgets = {lv: token_budget(tok, records(every, lv), lv, cfg.template) for lv in {e[1] for e in entries}}
         for name, level, prompt, run in entries:
             if run is not None and cfg.method == "full":
                 d = inputs[run.name].parent
@@ -88,12 +87,9 @@ def _answer_all(cfg: EvaluateStage, inputs: dict, sets: dict, train: list[dict],
             else:
                 base = base or make_lm(_backend(cfg, model), cache, device=cfg.device)
                 lm, adapter = base, (str(inputs[run.name].parent) if run is not None else None)
-            # every set in one call: the decode slots stay full; rows stop at their own EOS, so
-            # the longest set's budget costs the others nothing
-            every = [it for items in sets.values() for it in items]
             progress.log(f"evaluate: {name} on {len(every)} expressions ({', '.join(sets)})")
             system = System(name, lm, prompt, adapter=adapter,
-                            params=GenParams(max_new_tokens=max(b[level] for b in budgets.values())))
+                            params=GenParams(max_new_tokens=budgets[level]))
             texts, start = answer([system], every, GenParams())[name], 0
             for s, items in sets.items():
                 res.setdefault(name, {})[s] = _score(items, texts[start:start + len(items)])
@@ -197,7 +193,7 @@ def headline_level(levels) -> str | None:
     return next((lv for lv in HEADLINE if lv in levels), None)
 
 
-def _verdicts(cfg: EvaluateStage, points: list[dict], res: dict, sets: dict) -> list[str]:
+def _verdicts(cfg: EvaluateStage, points: list[dict], res: dict) -> list[str]:
     """At each model's largest N: every explanation level against the answer-only run (test
     set), the headline level on the deeper set, and the headline level against the stronger
     prompting baseline."""
@@ -260,7 +256,7 @@ def evaluate_stage(cfg: EvaluateStage, inputs: dict[str, Path], ctx) -> dict:
     res = _answer_all(cfg, inputs, sets, train, ctx.cache)
     points = _points(cfg, res, sets)
     reach = _to_threshold(cfg, points, inputs)
-    verdicts = _verdicts(cfg, points, res, sets)
+    verdicts = _verdicts(cfg, points, res)
     write_jsonl(ctx.dir / "answers.jsonl", [
         {"system": name, "set": s, "expression": it["expression"], "gold": it["answer"], "answer": a, "ok": o}
         for name, per in res.items() for s, items in sets.items()

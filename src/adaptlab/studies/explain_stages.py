@@ -49,30 +49,36 @@ def target_of(level: str) -> str:
     return "answer" if level == "none" else "explained"
 
 
+def trained_on(rec: dict, level: str, template: str) -> list[dict]:
+    """The chat a record trains on at this level: the training formatter's own output."""
+    from ..train.config import TuneConfig
+    from ..train.formatters import formatter_for
+
+    return formatter_for(TuneConfig(target=target_of(level), explanation_template=template))(rec)
+
+
 def token_budget(tok, recs: list[dict], level: str, template: str) -> int:
     """New tokens for a level: the longest gold target among `recs` in this tokenizer, plus a
     margin, so no answer is cut short and none decodes far past what it needs."""
-    from ..train.formatters import FORMATTERS
-    from ..train.config import TuneConfig
-
-    fmt = FORMATTERS[target_of(level)](TuneConfig(explanation_template=template))
-    longest = max(len(tok(fmt(r)[-1]["content"])["input_ids"]) for r in recs)
+    longest = max(len(tok(trained_on(r, level, template)[-1]["content"])["input_ids"]) for r in recs)
     return longest + 16
 
 
 def accuracy_hook(cfg: TuneStage, val: list[dict]):
     """Validation accuracy every few steps: greedy answers parsed, per-item outcomes kept."""
     from ..data.listops import parse_answer
+    from ..evaluate.metrics import bits
     from ..lm.base import GenParams
     from ..lm.local import LocalLM
-    from .tone_stages import bits
 
     recs = records(val, cfg.level)
+    budget: list[int] = []  # the tokenizer arrives with the first call; the budget never changes
 
     def hook(step: int, model, tok) -> dict:
         lm = LocalLM(cfg.tune.model, model=model, tokenizer=tok, batch_size=len(recs),
                      device=str(getattr(model, "device", "cpu")))  # where training put it
-        params = GenParams(max_new_tokens=token_budget(tok, recs, cfg.level, cfg.tune.explanation_template))
+        budget[:] = budget or [token_budget(tok, recs, cfg.level, cfg.tune.explanation_template)]
+        params = GenParams(max_new_tokens=budget[0])
         outs = lm.chat([r["messages"][:1] for r in recs], params)
         ok = [parse_answer(o) == r["answer"] for o, r in zip(outs, recs)]
         return {"accuracy": round(sum(ok) / len(ok), 4), "items": bits(ok)}

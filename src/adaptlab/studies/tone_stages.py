@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import progress
 from ..data.corpus import load_labeled, load_passages, split_by_group
+from ..evaluate.metrics import bits
 from ..evaluate.stats import fmt_ci, wilson
 from ..io import read_jsonl, write_json, write_jsonl
 from ..lm.base import GenParams
@@ -130,11 +131,6 @@ def both_outcomes(tone: list[bool], content: list[bool]) -> list[bool]:
     """The headline measure per answer, "in tone and content preserved": the verdict classifier
     says in tone and the content check passes."""
     return [t and c for t, c in zip(tone, content, strict=True)]
-
-
-def bits(outcomes: list[bool]) -> str:
-    """Per-question outcomes as one CSV cell, in question order: "0110"."""
-    return "".join("1" if o else "0" for o in outcomes)
 
 
 def curve_hook(cfg: TuneStage, val: list[dict], clf):
