@@ -25,6 +25,16 @@ def stage_metrics(run_dir, names: list[str]) -> dict[str, dict] | None:
     return out
 
 
+def evaluated(metrics: dict[str, dict]) -> dict:
+    """A study's headline metrics when they are its evaluate-* stages' and its summary's: them
+    all, merged (a study's `summary` may simply be this)."""
+    out = {}
+    for stage, m in metrics.items():
+        if stage.startswith("evaluate-") or stage == "summary":
+            out.update(m)
+    return out
+
+
 def run_study(study: str, module, cfg, only: str | None = None, start: str | None = None,
               force: bool = False, dry: bool = False) -> dict:
     requires(*getattr(module, "EXTRAS", ()))

@@ -8,4 +8,5 @@ def _lazy(name: str):
     return lambda: importlib.import_module(f"adaptlab.studies.{name}")
 
 
-STUDIES = {"tune": _lazy("quickstart"), "tone": _lazy("tone"), "explain": _lazy("explain")}
+STUDIES = {"tune": _lazy("quickstart"), "tone": _lazy("tone"), "explain": _lazy("explain"),
+           "knowledge": _lazy("knowledge")}

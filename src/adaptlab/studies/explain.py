@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from ..report.stage import ReportConfig, report_inputs, report_stage
 from ..runs.declare import Out, Stage
+from ..runs.study import evaluated
 from .explain_config import (Config, DataStage, EvaluateStage, Run, SummaryStage, TaskSpec, TuneStage,
                              model_tag)
 from .explain_eval import evaluate_stage, summary_stage
@@ -87,10 +88,5 @@ def stages(cfg: Config) -> list[Stage]:
     return out
 
 
-def summary(metrics: dict[str, dict]) -> dict:
-    """Headline metrics: each evaluate stage's accuracies and the summary's verdicts."""
-    out = {}
-    for stage, m in metrics.items():
-        if stage.startswith("evaluate-") or stage == "summary":
-            out.update(m)
-    return out
+summary = evaluated
+"""Headline metrics: each evaluate stage's and the summary's."""
