@@ -42,7 +42,8 @@ def test_knowledge_study_on_the_real_student(tmp_path, monkeypatch):
     assert len(probe) == len(pool) == 14
     # the probe's probabilities are the model's: recompute the first question directly
     demos = read_jsonl(d / "data" / "demos.jsonl")
-    direct = option_probs(LocalLM("smollm2-135m-instruct"), [few_shot(pool[0], demos)], pool[:1])[0]
+    direct = option_probs(LocalLM("smollm2-135m-instruct"), [few_shot(pool[0], demos, "texts")],
+                          pool[:1], "texts")[0]
     p0 = next(p for p in probe if p["id"] == pool[0]["id"])
     assert max(abs(a - b) for a, b in zip(direct, p0["raw_probs"])) < 1e-3
     by_id = {p["id"]: p for p in probe}

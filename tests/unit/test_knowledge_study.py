@@ -65,6 +65,14 @@ class FakeStudent(FakeLM):
             return (g + 2) % 4
         return g if knows(q) else (g + 1) % 4
 
+    def score(self, chats, continuations):
+        """Texts form: a high log-probability for the picked option's text, low for the others."""
+        out = []
+        for c, t in zip(chats, continuations):
+            q = _question(c)
+            out.append(-1.0 * len(t) if q["options"].index(t) == self._pick(q) else -9.0 * len(t))
+        return out
+
     def choice_logprobs(self, chats, options):
         import math
 
@@ -85,7 +93,8 @@ def fake_tune(cfg, examples, out, source="data", eval_hook=None, **kw):
 
 RECIPE = {"name": "knowledge-fake", "train_domains": ["geo", "bio"], "id_domains": ["hist", "phys"],
           "homo_n": 6, "shots": 2, "test_per_domain": 10, "threshold": 0.5,
-          "models": ["smollm2-135m-instruct"], "ratios": [0, 0.5, 1], "debias": "none"}
+          "models": ["smollm2-135m-instruct"], "ratios": [0, 0.5, 1], "debias": "none",
+          "score_by": "letters"}
 
 
 @pytest.fixture
@@ -257,3 +266,17 @@ def test_debias_removes_a_position_prior():
     assert debias(raw, "none") == raw
     with pytest.raises(ValueError):
         debias(raw, "calibrate")
+
+
+def test_the_texts_form_runs_the_study_in_cloze_form(run):
+    res, d = run(score_by="texts")
+    pool = {q["id"]: q for q in read_jsonl(d / "data" / "pool.jsonl")}
+    probe = {p["id"]: p for p in read_jsonl(d / "probe-smollm2-135m-instruct" / "probe.jsonl")}
+    assert all(p["correct"] == knows(pool[p["id"]]) for p in probe.values())
+    r = read_jsonl(d / "sets-smollm2-135m-instruct" / "self_aligning.jsonl")[0]
+    q = pool[r["id"]]
+    user, target = r["messages"][0]["content"], r["messages"][1]["content"]
+    assert "A. " not in user and user.endswith(f"Question: {q['question']}\nAnswer:")
+    assert target.startswith(q["options"][LETTERS.index(r["letter"])] + "\n")
+    m = read_json(d / "evaluate-smollm2-135m-instruct" / "metrics.json")
+    assert m["systems"]["harmonious"]["ood"]["accuracy"] == 1.0

@@ -127,30 +127,49 @@ def load_questions(sources: list[str]) -> list[dict]:
 
 
 # -- prompts ---------------------------------------------------------------------------------
+FORMS = ("letters", "texts")
+"""letters: the options are listed A-D and the answer is a letter (the MMLU form); texts: the
+cloze form, the question alone and the answer an option's text (what models under ~1B answer
+above chance: they have not learned to bind option letters to options)."""
+
+
 def topic(domain: str) -> str:
     return domain.replace("_", " ")
 
 
-def render(q: dict, answer: str | None = None) -> str:
-    """The question, its lettered options and `Answer:` (followed by the letter for a demo)."""
+def _form(form: str) -> str:
+    if form not in FORMS:
+        raise ValueError(f"form '{form}': expected one of {', '.join(FORMS)}")
+    return form
+
+
+def render(q: dict, answer: str | None = None, form: str = "letters") -> str:
+    """The question (with its lettered options in the letters form) and `Answer:`, followed by
+    the answer for a demo: its letter, or its option's text in the texts form."""
+    if _form(form) == "texts":
+        text = q["options"][LETTERS.index(answer)] if answer else None
+        return f"Question: {q['question']}\nAnswer:" + (f" {text}" if text else "")
     opts = "\n".join(f"{L}. {o}" for L, o in zip(LETTERS, q["options"]))
     return f"{q['question']}\n{opts}\nAnswer:" + (f" {answer}" if answer else "")
 
 
-def zero_shot(q: dict) -> list[dict]:
+def zero_shot(q: dict, form: str = "letters") -> list[dict]:
     """The chat a tuned or base model is asked: one question, no demos."""
-    return [{"role": "user", "content": f"The following is a multiple choice question about "
-                                        f"{topic(q['domain'])}.\n\n{render(q)}"}]
+    return [{"role": "user", "content": f"The following is a {'multiple choice ' * (form == 'letters')}"
+                                        f"question about {topic(q['domain'])}.\n\n{render(q, form=form)}"}]
 
 
-def few_shot(q: dict, demos: list[dict]) -> list[dict]:
+def few_shot(q: dict, demos: list[dict], form: str = "letters") -> list[dict]:
     """The probe's k-shot prompt (the paper's MMLU form): a header naming the domain, k solved
     questions, then this one. Questions of a domain share it all up to their own text."""
-    shots = "".join(render(d, d["answer"]) + "\n\n" for d in demos)
-    return [{"role": "user", "content": f"The following are multiple choice questions (with answers) "
-                                        f"about {topic(q['domain'])}.\n\n{shots}{render(q)}"}]
+    shots = "".join(render(d, d["answer"], form) + "\n\n" for d in demos)
+    kind = "multiple choice questions" if form == "letters" else "questions"
+    return [{"role": "user", "content": f"The following are {kind} (with answers) about "
+                                        f"{topic(q['domain'])}.\n\n{shots}{render(q, form=form)}"}]
 
 
-def reply(q: dict, letter: str) -> str:
-    """A tuned answer's first words: the letter (what a probe reads) and its option's text."""
-    return f"{letter}. {q['options'][LETTERS.index(letter)]}"
+def reply(q: dict, letter: str, form: str = "letters") -> str:
+    """A tuned answer's first words: the letter (what the letters probe reads) and its option's
+    text; in the texts form the option's text alone (what the texts probe scores)."""
+    text = q["options"][LETTERS.index(letter)]
+    return text if _form(form) == "texts" else f"{letter}. {text}"

@@ -24,13 +24,16 @@ def _softmax(logps: Sequence[float]) -> list[float]:
 def option_probs(lm, chats: list[list[dict]], questions: list[dict], score_by: str = "letters") -> list[list[float]]:
     """Per question, the probability of each option A-D as the reply, renormalized over the four:
     `letters` scores the option letter as the reply's first token (one forward pass per
-    question); `texts` scores each option's full text (sum of its tokens' log-probabilities)."""
+    question); `texts` scores each option's full text, its log-probability divided by its
+    length in characters (lm-evaluation-harness's acc_norm: a sum alone favours short options),
+    for chats in the cloze form (data.mc FORMS)."""
     if score_by not in SCORE_BY:
         raise ValueError(f"score_by '{score_by}': expected one of {', '.join(SCORE_BY)}")
     if score_by == "letters":
         logps = lm.choice_logprobs(chats, list(LETTERS))
     else:
-        flat = lm.score([c for c in chats for _ in LETTERS], [o for q in questions for o in q["options"]])
+        texts = [o for q in questions for o in q["options"]]
+        flat = [v / max(1, len(t)) for v, t in zip(lm.score([c for c in chats for _ in LETTERS], texts), texts)]
         logps = [flat[i:i + 4] for i in range(0, len(flat), 4)]
     return [_softmax(v) for v in logps]
 

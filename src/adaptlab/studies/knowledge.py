@@ -58,7 +58,7 @@ def stages(cfg: Config) -> list[Stage]:
                          {"pool": Out("data", "pool.jsonl"), "demos": Out("data", "demos.jsonl")}))
         explainer = model if cfg.explainer == "self" else cfg.explainer
         out.append(Stage(f"sets-{tag}", sets_stage, SetsStage(
-            model, explainer, cfg.threshold, cfg.set_size, cfg.max_set_size, sorted(cfg.ratios),
+            model, cfg.score_by, explainer, cfg.threshold, cfg.set_size, cfg.max_set_size, sorted(cfg.ratios),
             cfg.explanations, cfg.explanation_tokens, bs, dev, cfg.seed),
             {"pool": Out("data", "pool.jsonl"), "probe": Out(f"probe-{tag}", "probe.jsonl")}))
         ev_inputs = {s: Out("data", f"{s}.jsonl") for s in SPLITS}

@@ -32,9 +32,11 @@ class Config:
     on its own knowledge."""
     shots: int = 5
     """Solved questions of the same domain in the probe's prompt (they are not probed)."""
-    score_by: str = "letters"
-    """letters: the probability of the option letter as the reply's first token; texts: of each
-    option's full text."""
+    score_by: str = "texts"
+    """texts: the cloze form, the question alone and the probability of each option's text as
+    the reply, per character; letters: the options listed A-D and the probability of each letter
+    as the reply's first token (the paper's MMLU form, at chance for students under ~1B). Tuning
+    targets and the evaluation use the same form."""
     debias: str = "prior"
     """prior: divide each question's option probabilities by the model's mean probability of each
     position over the questions scored together (a probe domain, or the test questions), then
@@ -141,6 +143,8 @@ class ProbeStage:
 @dataclass
 class SetsStage:
     model: str
+    form: str
+    """The prompt form of the targets: the probe's score_by (data.mc FORMS)."""
     explainer: str
     """A model reference (`self` resolved)."""
     threshold: float

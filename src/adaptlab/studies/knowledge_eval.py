@@ -29,7 +29,7 @@ def _probs(cfg: EvaluateStage, inputs: dict, every: list[dict], cache: Path) -> 
     named by its weights' hash so a retrained model never meets another's cached answers)."""
     from ..data.mc import zero_shot
 
-    chats = [zero_shot(q) for q in every]
+    chats = [zero_shot(q, cfg.score_by) for q in every]
     base = _lm(cfg.model, cfg.batch_size, cfg.device, cache)
     out = {"base": option_probs(base, chats, every, cfg.score_by)}
     for s in cfg.sets:

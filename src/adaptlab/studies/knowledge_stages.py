@@ -87,7 +87,7 @@ def probe_stage(cfg: ProbeStage, inputs: dict[str, Path], ctx) -> dict:
     lm, preds = _lm(cfg.model, cfg.batch_size, cfg.device, ctx.cache), []
     for d, qs in pool.items():  # one call per domain: its header and demos are computed once
         shots = demos.get(d, [])[:cfg.shots]
-        raw = option_probs(lm, [few_shot(q, shots) for q in qs], qs, cfg.score_by)
+        raw = option_probs(lm, [few_shot(q, shots, cfg.score_by) for q in qs], qs, cfg.score_by)
         preds += [{**p, "raw_probs": r["probs"], "raw_pred": r["pred"], "raw_correct": r["correct"]}
                   for p, r in zip(predictions(qs, debias(raw, cfg.debias)), predictions(qs, raw))]
     write_jsonl(ctx.dir / "probe.jsonl", preds)
@@ -116,7 +116,7 @@ def probe_stage(cfg: ProbeStage, inputs: dict[str, Path], ctx) -> dict:
 def _explain_chat(q: dict, letter: str) -> list[dict]:
     from ..data.mc import render, reply
 
-    return [{"role": "user", "content": f"{render(q)} {letter}\n\nThe answer is {reply(q, letter)}. "
+    return [{"role": "user", "content": f"{render(q, letter)}\n\nThe answer is {reply(q, letter)}. "
                                         "In one or two sentences, explain why."}]
 
 
@@ -136,12 +136,14 @@ def explanations(lm, wanted: list[tuple[dict, str]], tokens: int) -> dict[tuple[
     return {(q["id"], L): _trim(o) for (q, L), o in zip(todo, outs)}
 
 
-def _record(q: dict, letter: str, source: str, expl: str | None) -> dict:
+def _record(q: dict, letter: str, source: str, expl: str | None, form: str) -> dict:
+    """A training record: the zero-shot question, and the answer (in the probe's form) then the
+    explanation of it."""
     from ..data.mc import reply, zero_shot
 
-    target = reply(q, letter) + (f"\n{expl}" if expl else "")
+    target = reply(q, letter, form) + (f"\n{expl}" if expl else "")
     return {"id": q["id"], "domain": q["domain"], "letter": letter, "source": source,
-            "messages": [*zero_shot(q), {"role": "assistant", "content": target}]}
+            "messages": [*zero_shot(q, form), {"role": "assistant", "content": target}]}
 
 
 def select(pool: list[dict], probe: list[dict], cfg: SetsStage) -> tuple[list[dict], list[tuple[dict, dict]], int]:
@@ -163,7 +165,8 @@ def select(pool: list[dict], probe: list[dict], cfg: SetsStage) -> tuple[list[di
     return known[:n], unknown[:n], n
 
 
-def mixture(unknown: list[tuple[dict, dict]], ratio: float, order: list[int], expl: dict) -> list[dict]:
+def mixture(unknown: list[tuple[dict, dict]], ratio: float, order: list[int], expl: dict,
+            form: str) -> list[dict]:
     """The incompatible questions, the first round(ratio * n) of `order` taking the model's own
     answer (self-aligning) instead of the gold one: nested, so a higher ratio keeps every swap
     of a lower one."""
@@ -171,7 +174,7 @@ def mixture(unknown: list[tuple[dict, dict]], ratio: float, order: list[int], ex
     out = []
     for i, (q, pr) in enumerate(unknown):
         letter, src = (pr["pred"], "own") if i in own else (q["answer"], "gold")
-        out.append(_record(q, letter, src, expl.get((q["id"], letter))))
+        out.append(_record(q, letter, src, expl.get((q["id"], letter)), form))
     return out
 
 
@@ -188,9 +191,10 @@ def sets_stage(cfg: SetsStage, inputs: dict[str, Path], ctx) -> dict:
                             cfg.explanation_tokens)
     order = list(range(n))
     random.Random(cfg.seed + 1).shuffle(order)
-    sets = {"harmonious": [_record(q, q["answer"], "gold", expl.get((q["id"], q["answer"]))) for q in known]}
+    sets = {"harmonious": [_record(q, q["answer"], "gold", expl.get((q["id"], q["answer"])), cfg.form)
+                           for q in known]}
     for r in sorted(cfg.ratios):
-        sets[set_name(r)] = mixture(unknown, r, order, expl)
+        sets[set_name(r)] = mixture(unknown, r, order, expl, cfg.form)
     for name, recs in sets.items():
         write_jsonl(ctx.dir / f"{name}.jsonl", recs)
     pr = {r["id"]: r for r in probe}
