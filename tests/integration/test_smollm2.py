@@ -22,23 +22,13 @@ pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
 from adaptlab.models.registry import PACKAGED, source_files  # noqa: E402
+from train_chats import PAIRS, examples  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 if source_files(PACKAGED[MODEL]) is None:
     pytest.skip(f"{MODEL} not installed ({PACKAGED[MODEL].install})", allow_module_level=True)
 
-PAIRS = [
-    ("What colour is the sky?", "The sky is blue."),
-    ("What is 2 + 2?", "2 + 2 is 4."),
-    ("Name a fruit.", "An apple is a fruit."),
-    ("Say hello.", "Hello!"),
-    ("What is the opposite of hot?", "Cold."),
-    ("How many legs does a cat have?", "A cat has four legs."),
-    ("What do bees make?", "Bees make honey."),
-    ("Which animal barks?", "A dog barks."),
-]
-EXAMPLES = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-            for q, a in PAIRS]
+EXAMPLES = examples(8)
 CHATS = [[{"role": "user", "content": q}] for q in
          ("Say hi.", "What is 3 + 5?", "Name a colour.", "Write one short sentence about dogs.")]
 LORA_OUT_FILES = ("adapter_model.safetensors", "adapter_config.json", "loss.csv",

@@ -1,6 +1,8 @@
-"""Tokenize chats with assistant-only labels; length-grouped batches to avoid wasted padding."""
+"""Tokenize chats with assistant-only labels; length-grouped batches to avoid wasted padding;
+the run's global micro-batches and its number of optimizer steps."""
 from __future__ import annotations
 
+import math
 import random
 
 from ..errors import InputError
@@ -56,3 +58,27 @@ def collate(rows, indices, pad_id: int, device):
         labels[r, : len(y)] = torch.tensor(y)
         mask[r, : len(x)] = 1
     return ids.to(device), mask.to(device), labels.to(device)
+
+
+def global_batch(cfg, world: int = 1) -> int:
+    """Examples per micro-step over all processes: batch_size per process x processes. An
+    optimizer step takes grad_accum of them: batch_size x processes x grad_accum examples."""
+    return cfg.batch_size * world
+
+
+def total_steps(cfg, n: int, world: int = 1) -> int:
+    """Optimizer steps of the run over `n` examples: max_steps, or `epochs` at the global batch
+    (the same on every rank; one process at batch_size B x N gives the same number as N
+    processes at B)."""
+    per_epoch = math.ceil(n / global_batch(cfg, world))
+    return cfg.max_steps or math.ceil(per_epoch * cfg.epochs / cfg.grad_accum)
+
+
+def run_batches(cfg, lengths: list[int], total: int, world: int = 1) -> list[list[int]]:
+    """The global micro-batches of the whole run, in order: `batch_order` per epoch at the global
+    batch, epochs back to back, cut at total x grad_accum. A pure function of (config, lengths,
+    world): every rank computes the same list and trains on its share of each."""
+    size = global_batch(cfg, world)
+    per_epoch = math.ceil(len(lengths) / size)
+    return [b for e in range(math.ceil(total * cfg.grad_accum / per_epoch) + 1)
+            for b in batch_order(lengths, size, cfg.seed, e)][: total * cfg.grad_accum]

@@ -2,7 +2,9 @@
 
 OUT/checkpoints/step-N/ holds `<factory name>.safetensors` (what the factory's `state` returns),
 state.safetensors + state.json (optimizer, scheduler and RNG state flattened to tensors and a
-JSON skeleton: no pickle) and logs.json. Only the newest checkpoint is kept.
+JSON skeleton: no pickle) and logs.json. Only the newest checkpoint is kept. Under several
+processes the main one writes it and every rank reads the same one: the weights before
+accelerate wraps the model (`load_weights`), the rest after (`load_progress`).
 """
 from __future__ import annotations
 
@@ -19,14 +21,16 @@ def latest_checkpoint(out: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def save_checkpoint(out: Path, step: int, factory, model, opt, sched, logs: dict) -> None:
+def save_checkpoint(out: Path, step: int, factory, model, opt_state: dict, sched_state: dict,
+                    logs: dict) -> None:
+    """Called on the main process only; `model` holds the full trained weights (not shards)."""
     import torch
     from safetensors.torch import save_file
 
     with atomic_dir(Path(out) / "checkpoints" / f"step-{step}") as d:
         weights = {k: v.detach().cpu().contiguous() for k, v in factory.state(model).items()}
         save_file(weights, d / f"{factory.name}.safetensors")
-        meta, tensors = flatten_state({"opt": opt.state_dict(), "sched": sched.state_dict(),
+        meta, tensors = flatten_state({"opt": opt_state, "sched": sched_state,
                                        "rng": torch.get_rng_state()})
         save_file(tensors, d / "state.safetensors")
         write_json(d / "state.json", meta)
@@ -36,9 +40,9 @@ def save_checkpoint(out: Path, step: int, factory, model, opt, sched, logs: dict
             shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(ckpt: Path, factory, model, opt, sched) -> tuple[int, dict]:
-    """Restore everything `save_checkpoint` wrote; returns (step, logs)."""
-    import torch
+def load_weights(ckpt: Path, factory, model) -> None:
+    """The checkpoint's trained weights into the model as the factory built it: before accelerate
+    wraps (and FSDP shards) it, so every rank loads the same full weights."""
     from safetensors.torch import load_file
 
     weights = ckpt / f"{factory.name}.safetensors"
@@ -48,13 +52,16 @@ def load_checkpoint(ckpt: Path, factory, model, opt, sched) -> tuple[int, dict]:
                             f"written by another method than {factory.name}? Remove it or use "
                             "another output directory")
     factory.load_state(model, load_file(weights))
+
+
+def load_progress(ckpt: Path) -> tuple[int, dict, dict]:
+    """(step, logs, {"opt", "sched", "rng"}) as `save_checkpoint` wrote them."""
+    from safetensors.torch import load_file
+
     state = unflatten_state(load_file(ckpt / "state.safetensors"),
                             json.loads((ckpt / "state.json").read_text()))
-    opt.load_state_dict(state["opt"])
-    sched.load_state_dict(state["sched"])
-    torch.set_rng_state(state["rng"])
     logs = json.loads((ckpt / "logs.json").read_text())
-    return logs.pop("step"), logs
+    return logs.pop("step"), logs, state
 
 
 def flatten_state(obj, prefix: str = "", tensors: dict | None = None):

@@ -45,13 +45,16 @@ class TuneConfig:
     weight_decay: float = 0.0
     """AdamW weight decay."""
     epochs: int = 2
-    """Passes over the data (ignored when max_steps > 0)."""
+    """Passes over the data (ignored when max_steps > 0): ceil(examples / (batch_size x
+    processes)) micro-steps each, grad_accum micro-steps per optimizer step."""
     max_steps: int = 0
     """Stop after this many optimizer steps (0 = run `epochs`)."""
     batch_size: int = 4
-    """Examples per micro-batch."""
+    """Examples per micro-batch per process. An optimizer step trains on batch_size x processes
+    x grad_accum examples (processes: 1, or what `accelerate launch` starts); N processes at
+    batch_size B train what one process at N x B does."""
     grad_accum: int = 1
-    """Micro-batches per optimizer step."""
+    """Micro-steps per optimizer step (the step averages their losses)."""
     max_length: int = 512
     """Longest example in tokens."""
     truncate: bool = False
@@ -65,7 +68,8 @@ class TuneConfig:
     merge: bool = False
     """Also write a merged full model to OUT/merged (method=lora)."""
     device: str = "cpu"
-    """cpu or cuda (under `accelerate launch` the launcher decides)."""
+    """cpu or cuda. Ignored under `accelerate launch`: the launcher decides (its --cpu, else
+    the GPUs it finds, else the CPU)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, more compute (TRL's trainer on
     the benchmark's 135M LoRA workload: 2.4 GB peak RAM instead of 3.6 GB, 17% fewer tokens/s;
