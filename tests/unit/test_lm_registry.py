@@ -29,19 +29,19 @@ def own_registry(monkeypatch):
 
 
 def test_builtin_backends():
-    assert list(registry.BACKENDS) == ["local", "llamacpp", "openai"]
+    assert list(registry.BACKENDS) == ["local", "llamacpp", "openai", "vllm"]
 
 
 def test_unknown_backend_is_a_one_line_error():
     with pytest.raises(ValueError) as e:
         BackendConfig(backend="x")
-    assert str(e.value) == "backend: expected one of local/llamacpp/openai, got 'x'"
+    assert str(e.value) == "backend: expected one of local/llamacpp/openai/vllm, got 'x'"
     with pytest.raises(ConfigError) as e:
         from_dict(BackendConfig, {"backend": "nope"})
-    assert str(e.value) == "BackendConfig: backend: expected one of local/llamacpp/openai, got 'nope'"
+    assert str(e.value) == "BackendConfig: backend: expected one of local/llamacpp/openai/vllm, got 'nope'"
     cfg = BackendConfig()
     cfg.backend = "gone"  # changed after validation
-    with pytest.raises(AdaptlabError, match="^backend: expected one of local/llamacpp/openai, got 'gone'$"):
+    with pytest.raises(AdaptlabError, match="^backend: expected one of local/llamacpp/openai/vllm, got 'gone'$"):
         make_lm(cfg)
 
 

@@ -35,7 +35,15 @@ def _llamacpp(cfg: BackendConfig, **kwargs) -> LM:
     return LlamaCppLM(cfg.model, **kwargs)
 
 
-BACKENDS: dict[str, Factory] = {"local": _local, "llamacpp": _llamacpp, "openai": _openai}
+def _vllm(cfg: BackendConfig, **kwargs) -> LM:
+    """kwargs: adapter=, name=, llm=, tokenizer=; cfg.vllm_args go to vllm.LLM."""
+    from .vllm_lm import VllmLM
+
+    return VllmLM(cfg.model, precision=cfg.precision, **{**cfg.vllm_args, **kwargs})
+
+
+BACKENDS: dict[str, Factory] = {"local": _local, "llamacpp": _llamacpp, "openai": _openai,
+                                "vllm": _vllm}
 
 
 def unknown_backend(name: object) -> str:

@@ -20,9 +20,16 @@ __all__ = ["BACKENDS", "Factory", "make_lm", "register_backend", "unknown_backen
 
 
 def make_lm(cfg: BackendConfig, cache: str | Path | None = None, **kwargs) -> LM:
-    """The backend `cfg` names, behind the on-disk call cache at `cache` when one is given."""
+    """The backend `cfg` names, behind the on-disk call cache at `cache` when one is given;
+    with `cfg.ray_workers > 0`, one copy of it in each Ray worker (`lm.raylm`), the cache in
+    front of them all, in this process."""
     factory = BACKENDS.get(cfg.backend)
     if factory is None:
         raise AdaptlabError(unknown_backend(cfg.backend))
-    inner = factory(cfg, **kwargs)
+    if cfg.ray_workers:
+        from .raylm import RayLM
+
+        inner = RayLM(factory, cfg, kwargs)
+    else:
+        inner = factory(cfg, **kwargs)
     return inner if cache is None else CachedLM(inner, cache)
