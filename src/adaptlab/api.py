@@ -88,32 +88,16 @@ def generate(model: str, input: str | Path, out: str | Path, adapter: str | None
 
 
 def serve(model: str, adapter: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-          api_key_env: str | None = None, precision: str = "fp32") -> None:
-    """Serve `model` (+ `adapter`) over an OpenAI-compatible HTTP API until interrupted.
+          api_key_env: str | None = None, precision: str = "fp32", batch_size: int = 8) -> None:
+    """Serve `model` over an OpenAI-compatible HTTP API until interrupted, and `adapter` (a LoRA
+    directory) on it under the directory's name; more adapters can be added at run time
+    (`POST /v1/adapters`). The key clients must send comes from $`api_key_env`, else
+    $ADAPTLAB_API_KEY if set; without one only a loopback host is allowed. Everything is checked
+    and the port bound before the model loads."""
+    from .serve import serve_model
 
-    The key clients must send comes from $`api_key_env`, else $ADAPTLAB_API_KEY if set; without
-    one only a loopback host is allowed. Everything is checked and the port bound before the
-    model loads."""
-    requires("train")
-    from .lm.local import LocalLM
-    from .models import resolve
-    from .models.load import check_adapter_dir
-    from .serve import api_key_from_env, check_bind, make_server
-    from .serve import run as run_server
-
-    key = api_key_from_env(api_key_env)
-    check_bind(host, key)
-    if adapter is not None:
-        check_adapter_dir(adapter)
-    resolve(model)
-    name = model + (f"+{Path(adapter).name}" if adapter else "")
-    server = make_server(None, name, host=host, port=port, api_key=key)
-    try:
-        server.lm = LocalLM(model, precision=precision, adapter=adapter, batch_size=1)
-    except BaseException:
-        server.server_close()
-        raise
-    run_server(server)
+    serve_model(model, {Path(adapter).name: adapter} if adapter else None, host=host, port=port,
+                api_key_env=api_key_env, precision=precision, batch_size=batch_size)
 
 
 def _load_recipe(recipe: str | Path, overrides: list[str] | None):

@@ -93,10 +93,26 @@ def cmd_judge(a) -> int:
     return 0
 
 
-def cmd_serve(a) -> int:
-    from .api import serve
+def _adapter_args(values: list[str] | None) -> dict[str, str]:
+    """--adapter values (NAME=DIR, or DIR served under its directory's name) -> {name: dir}."""
+    from pathlib import Path
 
-    serve(a.model, adapter=a.adapter, host=a.host, port=a.port, api_key_env=a.api_key_env)
+    out: dict[str, str] = {}
+    for v in values or []:
+        name, sep, path = v.partition("=")
+        if not sep or os.path.isdir(v):
+            name, path = Path(v).name, v
+        if name in out:
+            raise AdaptlabError(f"--adapter: two adapters named {name!r} (name one NAME=DIR)")
+        out[name] = path
+    return out
+
+
+def cmd_serve(a) -> int:
+    from .serve import serve_model
+
+    serve_model(a.model, adapters=_adapter_args(a.adapter), host=a.host, port=a.port,
+                api_key_env=a.api_key_env, precision=a.precision, batch_size=a.batch_size)
     return 0
 
 
@@ -219,9 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_runs)
 
-    s = sub.add_parser("serve", help="serve a local model over an OpenAI-compatible HTTP API")
-    s.add_argument("--model", default="smollm2-135m-instruct", help="packaged name, dir or hub id")
-    s.add_argument("--adapter", help="LoRA adapter directory")
+    s = sub.add_parser("serve", help="serve a local model (+ LoRA adapters, by name) over an "
+                                      "OpenAI-compatible HTTP API")
+    s.add_argument("--model", default="smollm2-135m-instruct",
+                   help="packaged name, dir or hub id (served under this name)")
+    s.add_argument("--adapter", action="append", metavar="[NAME=]DIR",
+                   help="LoRA adapter directory served as model NAME (default: the directory's "
+                        "name); repeatable; more can be added at run time (POST /v1/adapters)")
+    s.add_argument("--precision", default="fp32",
+                   help="fp32 | bf16 | int8 | int8-dynamic (CPU, no adapters) | auto (default fp32)")
+    s.add_argument("--batch-size", type=int, default=8,
+                   help="decode slots: requests waiting together are generated as one batch")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; any other needs an API key)")
     s.add_argument("--port", type=int, default=8000)

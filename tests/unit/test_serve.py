@@ -1,8 +1,6 @@
 """`adaptlab serve`: the OpenAI-compatible server, with a fake LM (no model loads)."""
 from __future__ import annotations
 
-import contextlib
-import http.client
 import inspect
 import json
 import logging
@@ -17,44 +15,16 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.lm.base import GenParams
 from adaptlab.lm.fake import FakeLM
 from adaptlab.serve import DEFAULT_KEY_ENV, make_server
+from serving import request, served
 
 KEY_ENV = "ADAPTLAB_TEST_SERVE_KEY"
 UNSET_ENV = "ADAPTLAB_TEST_SERVE_UNSET"
-
-
-def params_echo(chat, p: GenParams) -> str:
-    return f"max={p.max_new_tokens} t={p.temperature} top_p={p.top_p} seed={p.seed} | {chat[-1]['content']}"
 
 
 @pytest.fixture(autouse=True)
 def no_default_key(monkeypatch):
     monkeypatch.delenv(DEFAULT_KEY_ENV, raising=False)
     monkeypatch.delenv(UNSET_ENV, raising=False)
-
-
-@contextlib.contextmanager
-def served(lm=None, api_key=None, **kw):
-    server = make_server(lm or FakeLM(params_echo), "fake-model", "127.0.0.1", 0, api_key=api_key, **kw)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-def request(server, method, path, body=None, headers=None, raw: bytes | None = None):
-    host, port = server.server_address[:2]
-    conn = http.client.HTTPConnection(host, port, timeout=10)
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    h = {"Content-Type": "application/json", **(headers or {})}
-    conn.request(method, path, body=data, headers=h)
-    resp = conn.getresponse()
-    text = resp.read().decode()
-    conn.close()
-    return resp.status, json.loads(text), dict(resp.getheaders())
 
 
 CHAT = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}],
@@ -142,8 +112,13 @@ def test_generation_is_serialized():
     ({"messages": [{"role": "user", "content": "x"}], "max_tokens": "5"}, "max_tokens: expected an integer"),
     ({"messages": [{"role": "user", "content": "x"}], "temperature": -1}, "temperature: must be between"),
     ({"messages": [{"role": "user", "content": "x"}], "top_p": 0}, "top_p: must be greater than 0"),
-    ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n: only n=1"),
-    ({"messages": [{"role": "user", "content": "x"}], "stream": True}, "stream"),
+    ({"messages": [{"role": "user", "content": "x"}], "n": 0}, "n: must be between 1 and 16"),
+    ({"messages": [{"role": "user", "content": "x"}], "n": 17}, "n: must be between 1 and 16"),
+    ({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream: expected true or false"),
+    ({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 0},
+     "max_completion_tokens: must be between"),
+    ({"messages": [{"role": "user", "content": "x"}], "model": 3}, "model: expected a string"),
+    ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, "tools: not supported"),
     ({"messages": [{"role": "user", "content": "x"}], "stop": [1]}, "stop:"),
     ([1, 2], "expected a JSON object"),
 ])
@@ -171,7 +146,8 @@ def test_other_client_errors():
                        headers={"Content-Type": "text/plain"})[0] == 415
         assert request(server, "POST", "/v1/chat/completions", raw=b"{}",
                        headers={"Content-Length": str(10**9)})[0] == 413
-        assert request(server, "DELETE", "/v1/models")[0] == 501  # http.server's own error, as JSON
+        assert request(server, "DELETE", "/v1/models")[0] == 405
+        assert request(server, "PATCH", "/v1/models")[0] == 501  # http.server's own error, as JSON
         # the server still answers after all of these
         assert request(server, "POST", "/v1/chat/completions", CHAT)[0] == 200
 
