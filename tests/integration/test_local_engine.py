@@ -165,6 +165,22 @@ def test_scores_equal_unbatched(lm):
         assert a == pytest.approx(b, abs=1e-4)
 
 
+def test_grouped_scores_equal_one_at_a_time(lm):
+    """Candidate answers of the same prompts (a multiple-choice question's options): each prompt
+    computed once and its continuations scored from its cache equal separate calls to 1e-4,
+    whatever the continuations' lengths (padding between prompt and continuation masked)."""
+    from adaptlab.lm.local import LocalLM
+
+    chats = _teacher_chats()[:4]
+    options = ["Yes", "No, never at all.", "", "Paris is the capital of France, they say."]
+    pairs = [(c, o) for c in chats for o in options]
+    one = LocalLM(MODEL, model=lm.model, tokenizer=lm.tok, batch_size=1)
+    grouped = LocalLM(MODEL, model=lm.model, tokenizer=lm.tok, batch_size=6).score(*zip(*pairs))
+    single = [one.score([c], [o])[0] for c, o in pairs]
+    assert grouped == pytest.approx(single, abs=1e-4)
+    assert grouped[2] == 0.0 and len(set(round(v, 3) for v in grouped)) > 8
+
+
 def test_bad_engine_name():
     from adaptlab.lm.local import LocalLM
 

@@ -148,6 +148,9 @@ class LocalLM:
             pairs.append((p, self.tok(cont, add_special_tokens=False).input_ids))
         if not pairs:
             return []
+        prompts = list(dict.fromkeys(tuple(p) for p, _ in pairs))
+        if len(prompts) < len(pairs) and self._engine_ok():  # e.g. a question and its options
+            return self._score_grouped(pairs, [list(p) for p in prompts])
         P, pre = self._prefix([p for p, _ in pairs])
         order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
         out = [0.0] * len(pairs)
@@ -156,6 +159,58 @@ class LocalLM:
             for i, v in zip(idx, self._score_batch([pairs[i] for i in idx], P, pre)):
                 out[i] = v
         return out
+
+    def _score_grouped(self, pairs, prompts: list[list[int]]) -> list[float]:
+        """`score` when prompts repeat (one question, several candidate answers): each distinct
+        prompt is computed once (after the prefix all of them share), then all its
+        continuations are scored from its cache together, so four options cost about one prompt
+        instead of four."""
+        import torch
+
+        where = {tuple(p): i for i, p in enumerate(prompts)}
+        groups: list[list[tuple[int, list[int]]]] = [[] for _ in prompts]
+        for j, (p, c) in enumerate(pairs):
+            groups[where[tuple(p)]].append((j, c))
+        P, pre = self._prefix(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        per = max(1, self.batch_size // max(len(g) for g in groups))  # rows of continuations ~ batch_size
+        out = [0.0] * len(pairs)
+        for start in range(0, len(order), per):
+            idx = order[start:start + per]
+            for j, v in self._grouped_batch([prompts[i][P:] for i in idx], [groups[i] for i in idx], P, pre):
+                out[j] = v
+        return out
+
+    def _grouped_batch(self, suf: list[list[int]], groups, P: int, pre):
+        """(pair index, log-probability) for each continuation of these prompt suffixes: one
+        pass over the right-padded suffixes, then one over every continuation, each from a copy
+        of its prompt's cache (the padding between them masked out)."""
+        import torch
+
+        dev, pad, w = self.device, self.tok.pad_token_id, max(map(len, suf))
+        ids = torch.tensor([s + [pad] * (w - len(s)) for s in suf], device=dev)
+        mask = [[1] * (P + len(s)) + [0] * (w - len(s)) for s in suf]
+        pos = torch.arange(P, P + w, device=dev)[None].expand(len(suf), -1)
+        first = min(map(len, suf)) - 1
+        logits, kv = eng.forward(self.model, ids, torch.tensor(mask, device=dev), pos,
+                                 eng.expand(pre, len(suf)), torch.arange(first, w, device=dev))
+        rows = [(r, j, c) for r, g in enumerate(groups) for j, c in g if c]
+        yield from ((j, 0.0) for g in groups for j, c in g if not c)  # nothing to score
+        if not rows:
+            return
+        rep = torch.tensor([r for r, _, _ in rows], device=dev)
+        kv = [(k.index_select(0, rep), v.index_select(0, rep)) for k, v in kv]
+        w2 = max(len(c) for _, _, c in rows)
+        ids2 = torch.tensor([c + [pad] * (w2 - len(c)) for _, _, c in rows], device=dev)
+        mask2 = torch.tensor([mask[r] + [1] * len(c) + [0] * (w2 - len(c)) for r, _, c in rows], device=dev)
+        pos2 = torch.tensor([[P + len(suf[r]) + t for t in range(w2)] for r, _, _ in rows], device=dev)
+        logits2 = eng.forward(self.model, ids2, mask2, pos2, kv, torch.arange(0, w2, device=dev))[0]
+        for n, (r, j, c) in enumerate(rows):
+            lp = float(torch.log_softmax(logits[r, len(suf[r]) - 1 - first].float(), -1)[c[0]])
+            if len(c) > 1:
+                rest = torch.log_softmax(logits2[n, :len(c) - 1].float(), -1)
+                lp += float(rest[torch.arange(len(c) - 1), torch.tensor(c[1:], dtype=torch.long)].sum())
+            yield j, lp
 
     def _score_batch(self, pairs, P: int, pre) -> list[float]:
         import torch
