@@ -22,13 +22,18 @@ $(VENV)/.setup-done: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.setup-done
 
+# The tests also cover the Ray path (extra `scale`, an 80 MB wheel the demo does not need).
+$(VENV)/.scale-done: $(VENV)/.setup-done
+	$(BIN)/pip install -q -e '.[scale]'
+	touch $@
+
 demo: setup
 	$(BIN)/adaptlab run recipes/tone.yaml
 
-test: setup
+test: $(VENV)/.scale-done
 	$(BIN)/python -m pytest -q
 
-test-all: setup
+test-all: $(VENV)/.scale-done
 	$(BIN)/python -m pytest -q -m ''
 
 bench: setup
