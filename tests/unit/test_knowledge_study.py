@@ -58,7 +58,7 @@ class FakeStudent(FakeLM):
 
     def _pick(self, q: dict) -> int:
         g = LETTERS.index(q["answer"])
-        a = self.adapter or ""
+        a = self.adapter or (self.ref if "tune-" in self.ref else "")  # a full fine-tune is its dir
         if "-harmonious" in a:
             return g
         if "-incompatible" in a:
@@ -86,7 +86,8 @@ class FakeStudent(FakeLM):
 def fake_tune(cfg, examples, out, source="data", eval_hook=None, **kw):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "adapter_model.safetensors").write_bytes(f"{len(examples)} {source}".encode())
+    weights = "model.safetensors" if cfg.method == "full" else "adapter_model.safetensors"
+    (out / weights).write_bytes(f"{len(examples)} {source}".encode())
     (out / "adapter_config.json").write_text("{}")
     return {"steps": 1, "final_loss": 1.0}
 
@@ -280,3 +281,11 @@ def test_the_texts_form_runs_the_study_in_cloze_form(run):
     assert target.startswith(q["options"][LETTERS.index(r["letter"])] + "\n")
     m = read_json(d / "evaluate-smollm2-135m-instruct" / "metrics.json")
     assert m["systems"]["harmonious"]["ood"]["accuracy"] == 1.0
+
+
+def test_full_fine_tunes_are_evaluated_as_their_own_models(run):
+    res, d = run(tune={"method": "full"})
+    m = read_json(d / "evaluate-smollm2-135m-instruct" / "metrics.json")
+    assert m["systems"]["harmonious"]["id"]["accuracy"] == 1.0
+    assert m["systems"]["incompatible"]["id"]["accuracy"] == 0.0
+    assert (d / "tune-smollm2-135m-instruct-harmonious" / "model.safetensors").exists()
