@@ -10,10 +10,10 @@ from .errors import AdaptlabError, missing_extra
 
 
 def _print_table(rows: list[dict], cols: list[str]) -> None:
+    """Columns padded to their widest cell, except the last (a long last cell pads nothing)."""
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
-    print("  ".join(c.ljust(widths[c]) for c in cols))
-    for r in rows:
-        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols))
+    for cells in [cols, *([str(r.get(c, "")) for c in cols] for r in rows)]:
+        print("  ".join(v.ljust(widths[c]) for v, c in zip(cells[:-1], cols)) + "  " + cells[-1])
 
 
 def cmd_models(a) -> int:
