@@ -33,3 +33,11 @@ def make_lm(cfg: BackendConfig, cache: str | Path | None = None, **kwargs) -> LM
     else:
         inner = factory(cfg, **kwargs)
     return inner if cache is None else CachedLM(inner, cache)
+
+
+def make_student(model: str, batch_size: int, device: str = "cpu", cache: str | Path | None = None,
+                 **kwargs) -> LM:
+    """A student a study evaluates: the local backend, fp32 on the CPU (where bf16 would change
+    its answers) and the hardware's best precision elsewhere; kwargs go to the backend."""
+    cfg = BackendConfig(model=model, batch_size=batch_size, precision="fp32" if device == "cpu" else "auto")
+    return make_lm(cfg, cache, device=device, **kwargs)

@@ -12,8 +12,7 @@ from ..evaluate import stats
 from ..evaluate.compare import System, answer
 from ..io import hash_path, read_json, read_jsonl, write_json, write_jsonl
 from ..lm.base import GenParams
-from ..lm.config import BackendConfig
-from ..lm.registry import make_lm
+from ..lm.registry import make_student
 from ..report.plots import lines
 from ..report.render import table
 from .explain_config import EvaluateStage, Run, SummaryStage, model_tag
@@ -36,11 +35,6 @@ demos: answer-only few-shot, and few-shot with long explanations (chain of thoug
 HEADLINE = ("long", "medium", "short")
 """The level the verdicts test against the answer-only run, fixed before looking: the most
 detailed one trained (the paper's strongest), not the best one on the test set."""
-
-
-def _backend(cfg: EvaluateStage, model: str) -> BackendConfig:
-    return BackendConfig(model=model, batch_size=cfg.eval_batch_size,
-                         precision="fp32" if cfg.device == "cpu" else "auto")
 
 
 def _entries(cfg: EvaluateStage, model: str, train: list[dict]) -> list[tuple[str, str, object, Run | None]]:
@@ -82,10 +76,10 @@ def _answer_all(cfg: EvaluateStage, inputs: dict, sets: dict, train: list[dict],
         for name, level, prompt, run in entries:
             if run is not None and cfg.method == "full":
                 d = inputs[run.name].parent
-                lm, adapter = make_lm(_backend(cfg, str(d)), cache, device=cfg.device,
-                                      name=f"local:{run.name}:{hash_path(d / 'model.safetensors')[:16]}"), None
+                lm, adapter = make_student(str(d), cfg.eval_batch_size, cfg.device, cache,
+                                           name=f"local:{run.name}:{hash_path(d / 'model.safetensors')[:16]}"), None
             else:
-                base = base or make_lm(_backend(cfg, model), cache, device=cfg.device)
+                base = base or make_student(model, cfg.eval_batch_size, cfg.device, cache)
                 lm, adapter = base, (str(inputs[run.name].parent) if run is not None else None)
             progress.log(f"evaluate: {name} on {len(every)} expressions ({', '.join(sets)})")
             system = System(name, lm, prompt, adapter=adapter,

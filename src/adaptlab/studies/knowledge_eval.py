@@ -12,11 +12,11 @@ from pathlib import Path
 from ..evaluate import stats
 from ..evaluate.mc import consistency, debias, option_probs, partial_spearman, predictions
 from ..io import hash_path, read_json, read_jsonl, write_json, write_jsonl
+from ..lm.registry import make_student
 from ..report.plots import lines
 from ..report.render import table
 from .explain_config import model_tag
 from .knowledge_config import EvaluateStage, SummaryStage, ratio_of
-from .knowledge_stages import _lm
 
 SPLITS = ("homo", "id", "ood")
 CONTRASTS = (("harmonious", "incompatible"), ("self_aligning", "incompatible"))
@@ -30,18 +30,13 @@ def _probs(cfg: EvaluateStage, inputs: dict, every: list[dict], cache: Path) -> 
     from ..data.mc import zero_shot
 
     chats = [zero_shot(q, cfg.score_by) for q in every]
-    base = _lm(cfg.model, cfg.batch_size, cfg.device, cache)
+    base = make_student(cfg.model, cfg.batch_size, cfg.device, cache)
     out = {"base": option_probs(base, chats, every, cfg.score_by)}
     for s in cfg.sets:
         d = inputs[s].parent
         if cfg.method == "full":
-            from ..lm.config import BackendConfig
-            from ..lm.registry import make_lm
-
-            lm = make_lm(BackendConfig(model=str(d), batch_size=cfg.batch_size,
-                                       precision="fp32" if cfg.device == "cpu" else "auto"), cache,
-                         device=cfg.device, name=f"local:{model_tag(cfg.model)}-{s}:"
-                                                 f"{hash_path(d / 'model.safetensors')[:16]}")
+            lm = make_student(str(d), cfg.batch_size, cfg.device, cache,
+                            name=f"local:{model_tag(cfg.model)}-{s}:{hash_path(d / 'model.safetensors')[:16]}")
             out[s] = option_probs(lm, chats, every, cfg.score_by)
             del lm
             gc.collect()

@@ -10,16 +10,9 @@ from pathlib import Path
 from ..errors import AdaptlabError
 from ..evaluate import stats
 from ..io import read_jsonl, write_json, write_jsonl
+from ..lm.registry import make_student
 from ..report.render import table
 from .knowledge_config import DataStage, ProbeStage, SetsStage, TuneStage, set_name
-
-
-def _lm(model: str, batch_size: int, device: str, cache: Path):
-    from ..lm.config import BackendConfig
-    from ..lm.registry import make_lm
-
-    return make_lm(BackendConfig(model=model, batch_size=batch_size,
-                                 precision="fp32" if device == "cpu" else "auto"), cache, device=device)
 
 
 def by_domain(questions: list[dict]) -> dict[str, list[dict]]:
@@ -84,7 +77,7 @@ def probe_stage(cfg: ProbeStage, inputs: dict[str, Path], ctx) -> dict:
     from ..evaluate.mc import debias, option_probs, predictions
 
     pool, demos = by_domain(read_jsonl(inputs["pool"])), by_domain(read_jsonl(inputs["demos"]))
-    lm, preds = _lm(cfg.model, cfg.batch_size, cfg.device, ctx.cache), []
+    lm, preds = make_student(cfg.model, cfg.batch_size, cfg.device, ctx.cache), []
     for d, qs in pool.items():  # one call per domain: its header and demos are computed once
         shots = demos.get(d, [])[:cfg.shots]
         raw = option_probs(lm, [few_shot(q, shots, cfg.score_by) for q in qs], qs, cfg.score_by)
@@ -187,7 +180,7 @@ def sets_stage(cfg: SetsStage, inputs: dict[str, Path], ctx) -> dict:
     if cfg.explanations:
         wanted = ([(q, q["answer"]) for q in known] + [(q, q["answer"]) for q, _ in unknown]
                   + [(q, pr["pred"]) for q, pr in unknown])
-        expl = explanations(_lm(cfg.explainer, cfg.batch_size, cfg.device, ctx.cache), wanted,
+        expl = explanations(make_student(cfg.explainer, cfg.batch_size, cfg.device, ctx.cache), wanted,
                             cfg.explanation_tokens)
     order = list(range(n))
     random.Random(cfg.seed + 1).shuffle(order)
