@@ -165,7 +165,7 @@ def test_scores_equal_unbatched(lm):
         assert a == pytest.approx(b, abs=1e-4)
 
 
-def test_grouped_scores_equal_one_at_a_time(lm):
+def test_grouped_scores_equal_one_at_a_time(lm, monkeypatch):
     """Candidate answers of the same prompts (a multiple-choice question's options): each prompt
     computed once and its continuations scored from its cache equal separate calls to 1e-4,
     whatever the continuations' lengths (padding between prompt and continuation masked)."""
@@ -175,7 +175,12 @@ def test_grouped_scores_equal_one_at_a_time(lm):
     options = ["Yes", "No, never at all.", "", "Paris is the capital of France, they say."]
     pairs = [(c, o) for c in chats for o in options]
     one = LocalLM(MODEL, model=lm.model, tokenizer=lm.tok, batch_size=1)
+    calls = []
+    real = LocalLM._grouped_batch
+    monkeypatch.setattr(LocalLM, "_grouped_batch", lambda self, suf, *a: calls.append(len(suf)) or real(self, suf, *a))
     grouped = LocalLM(MODEL, model=lm.model, tokenizer=lm.tok, batch_size=6).score(*zip(*pairs))
+    assert sum(calls) == len(chats)  # each prompt computed once, in the grouped path
+    monkeypatch.undo()
     single = [one.score([c], [o])[0] for c, o in pairs]
     assert grouped == pytest.approx(single, abs=1e-4)
     assert grouped[2] == 0.0 and len(set(round(v, 3) for v in grouped)) > 8
