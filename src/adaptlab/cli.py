@@ -93,6 +93,15 @@ def cmd_judge(a) -> int:
     return 0
 
 
+def cmd_mauve(a) -> int:
+    from .evaluate.mauve import mauve_texts
+    from .data.corpus import load_texts
+
+    p, q = load_texts(a.p), load_texts(a.q)  # both checked before the embedder loads
+    print(f"{mauve_texts(p, q, features=a.features, seed=a.seed).score:.4f}")
+    return 0
+
+
 def _adapter_args(values: list[str] | None) -> dict[str, str]:
     """--adapter values (NAME=DIR, or DIR served under its directory's name) -> {name: dir}."""
     from pathlib import Path
@@ -217,6 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="write the JSON lines here instead of printing them")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="dotted recipe overrides")
     s.set_defaults(fn=cmd_judge)
+
+    s = sub.add_parser("mauve", help="MAUVE between two sets of texts (prints the score only)")
+    s.add_argument("p", metavar="P.jsonl", help='JSONL with one {"text": ...} per line')
+    s.add_argument("q", metavar="Q.jsonl", help="the texts to compare with, same format")
+    s.add_argument("--features", default="minilm-l6",
+                   help="sentence-embedding model the texts are featurized with (default minilm-l6)")
+    s.add_argument("--seed", type=int, default=25, help="seed of the k-means (default 25)")
+    s.set_defaults(fn=cmd_mauve)
 
     s = sub.add_parser("listops", help="generate Explained-ListOps examples (answers + 3 levels "
                                         "of explanation) as JSONL")

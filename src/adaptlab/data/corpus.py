@@ -38,6 +38,16 @@ def load_records(path: str | Path, check: Callable[[Any, str, int], None]) -> li
     return rows
 
 
+def _text_record(rec, path: str, n: int) -> None:
+    if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+        raise InputError(path, n, "text", "expected a string")
+
+
+def load_texts(path: str | Path) -> list[str]:
+    """`{"text": ...}` per line (other fields are ignored)."""
+    return [r["text"] for r in load_records(path, _text_record)]
+
+
 def _passage(rec, path: str, n: int) -> None:
     for key in ("id", "passage"):
         _field(rec, path, n, key, _text, "expected a non-empty string")

@@ -7,19 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.corpus import load_records
-from ..errors import InputError
+from ..data.corpus import load_texts
 from ..io import read_json
 
-
-def _text(rec, path: str, n: int) -> None:
-    if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-        raise InputError(path, n, "text", "expected a string")
-
-
-def load_texts(path: str | Path) -> list[str]:
-    """`{"text": ...}` per line (other fields are ignored)."""
-    return [r["text"] for r in load_records(path, _text)]
+__all__ = ["judge_texts", "load_texts"]
 
 
 def judge_texts(cfg, texts: list[str], run, stages: list) -> list[dict]:
