@@ -22,18 +22,19 @@ $(VENV)/.setup-done: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.setup-done
 
-# The tests also cover the Ray path (extra `scale`, an 80 MB wheel the demo does not need).
-$(VENV)/.scale-done: $(VENV)/.setup-done
-	$(BIN)/pip install -q -e '.[scale]'
+# The tests also cover the Ray path (extra `scale`, an 80 MB wheel the demo does not need) and
+# the DSPy programs (extra `programs`: DSPy, bm25s).
+$(VENV)/.test-extras-done: $(VENV)/.setup-done
+	$(BIN)/pip install -q -e '.[scale,programs]'
 	touch $@
 
 demo: setup
 	$(BIN)/adaptlab run recipes/tone.yaml
 
-test: $(VENV)/.scale-done
+test: $(VENV)/.test-extras-done
 	$(BIN)/python -m pytest -q
 
-test-all: $(VENV)/.scale-done
+test-all: $(VENV)/.test-extras-done
 	$(BIN)/python -m pytest -q -m ''
 
 bench: setup

@@ -53,6 +53,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "openai": ("openai",),
     "llamacpp": ("llama_cpp",),
     "bench": ("trl", "psutil"),
+    "programs": ("dspy", "bm25s"),
 }
 _EXTRA_OF = {m: extra for extra, mods in EXTRAS.items() for m in mods}
 

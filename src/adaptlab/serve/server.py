@@ -63,6 +63,8 @@ class OpenAIServer(ThreadingHTTPServer):
         self._names = threading.Lock()  # guards `adapters` (lookups must not wait for `lock`)
         self._active = None  # the adapter directory in the LM now (None: the bare base)
         self.created = int(time.time())
+        self.usage: dict[str, dict[str, int]] = {}
+        """Served name -> {"generations", "prompt_tokens", "completion_tokens"} answered so far."""
         super().__init__((host.strip("[]"), port), handler)
         self.batcher = Batcher(self._generate, MAX_WAITING)
 
@@ -86,6 +88,12 @@ class OpenAIServer(ThreadingHTTPServer):
         super().server_close()
 
     # -- models and adapters ----------------------------------------------------------------
+
+    def set_lm(self, lm) -> None:
+        """Serve `lm` from now on (None: no model; requests get a 503 until one is set). The
+        adapters stay served by name and load into the new model when next asked for."""
+        with self.lock:
+            self.lm, self._active = lm, None
 
     def models(self) -> dict:
         with self._names:
@@ -111,7 +119,8 @@ class OpenAIServer(ThreadingHTTPServer):
 
     def add_adapter(self, name: str, path: str) -> dict:
         """Serve base + the LoRA adapter in directory `path` as model `name`. The adapter is
-        loaded into the model now, so one that does not fit the base is refused here (400)."""
+        loaded into the model now, so one that does not fit the base is refused here (400)
+        (with no model loaded, it is checked as a directory and loaded when first used)."""
         proto.check_model_name(name)
         with self._names:
             if name == self.model_name or name in self.adapters:
@@ -119,8 +128,9 @@ class OpenAIServer(ThreadingHTTPServer):
                                  "first)", 409, "name", kind="conflict_error")
         path = self._check_adapter_dir(path)
         with self.lock:
-            self._check_swappable()
-            self._try_load(name, path)
+            if self.lm is not None:  # without a model (unloaded), it loads when first asked for
+                self._check_swappable()
+                self._try_load(name, path)
             with self._names:
                 self.adapters[name] = path
         log.info("serving adapter %s", name)
@@ -199,12 +209,21 @@ class OpenAIServer(ThreadingHTTPServer):
         """On the worker thread: one `chat` call for rows that share a model and parameters."""
         params = rows[0].params
         with self.lock:
+            if self.lm is None:
+                raise BadRequest("no model is loaded now (it was unloaded; launch it again)", 503,
+                                 kind="server_error")
             self._use(self.adapter_of(rows[0].model))
             texts = self.lm.chat([r.chat for r in rows], params)
             if len(texts) != len(rows):
                 raise RuntimeError(f"{len(texts)} texts for {len(rows)} chats")
-            return [self._answer(r.chat, cut_at_stop(t, params.stop))
-                    for r, t in zip(rows, texts)]
+            answers = [self._answer(r.chat, cut_at_stop(t, params.stop))
+                       for r, t in zip(rows, texts)]
+        use = self.usage.setdefault(rows[0].model, dict.fromkeys(
+            ("generations", "prompt_tokens", "completion_tokens"), 0))
+        use["generations"] += len(answers)
+        use["prompt_tokens"] += sum(a.prompt_tokens for a in answers)
+        use["completion_tokens"] += sum(a.completion_tokens for a in answers)
+        return answers
 
     def _answer(self, chat: list[dict], text: str) -> Answer:
         return Answer(text, *_count_tokens(self.lm, chat, text))
