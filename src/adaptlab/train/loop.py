@@ -98,7 +98,7 @@ def setup(cfg: TuneConfig, examples: list[dict], out: str | Path, source: str = 
         load_weights(ckpt, factory, model)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(cfg, total))
     model, opt = acc.prepare(model, opt)
     state = TrainState(cfg, Path(out), factory, acc, model, tok, rows, opt, sched,
                        run_batches(cfg, [len(r[0]) for r in rows], total, acc.num_processes),
@@ -119,7 +119,7 @@ def _log(state: TrainState, msg: str) -> None:
         progress.log(msg)
 
 
-def _schedule(cfg: TuneConfig, total: int):
+def schedule(cfg: TuneConfig, total: int):
     def f(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / (cfg.warmup_steps + 1)
