@@ -2,6 +2,8 @@
 HTTP (adaptlab's server answering, the fake trainer standing in for LoRA), and the pieces."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 dspy = pytest.importorskip("dspy")
@@ -203,3 +205,37 @@ def test_field_adapter_parse_errors():
     assert a.parse(Iris, "  virginica \n") == {"species": "virginica"}  # one field, no label
     with pytest.raises(AdapterParseError):
         a.parse(Iris, "   ")
+
+
+class Generic(FakeLM):
+    """Answers any FieldAdapter prompt: each `Reply as:` label with a short value (`setosa` for
+    the species)."""
+
+    def __init__(self):
+        super().__init__(self.reply, name="fake-base")
+
+    @staticmethod
+    def reply(chat, params):
+        block = chat[0]["content"].rsplit("Reply as:\n", 1)[-1]
+        labels = re.findall(r"^([A-Z][\w ]*): <", block, re.M)
+        return "\n".join(f"{lab}: {'setosa' if lab == 'Species' else 'Name the species.'}"
+                         for lab in labels)
+
+
+def test_miprov2_runs_against_the_server(tmp_path):
+    pytest.importorskip("optuna")
+    provider = AdaptlabProvider("fake-base", tmp_path / "adapters", lm_factory=Generic)
+    try:
+        lm = provider.lm(temperature=0, max_tokens=64, cache=False, num_retries=0)
+        with dspy.context(lm=lm, adapter=FieldAdapter()):
+            provider.launch(lm)
+            program = dspy.Predict(Iris)
+            program.set_lm(lm)
+            opt = dspy.MIPROv2(metric=metric, auto=None, num_candidates=2, num_threads=2,
+                               max_bootstrapped_demos=1, max_labeled_demos=1, verbose=False)
+            out = opt.compile(program, trainset=examples([1.0, 1.2, 4.0, 1.4, 6.0, 1.1]),
+                              valset=examples([1.3, 5.0, 1.6, 4.4]), num_trials=2, minibatch=False)
+        assert out(petal="1.0 cm").species == "setosa"
+        assert provider.usage()["fake-base"]["generations"] > 10  # proposals and trials, over HTTP
+    finally:
+        provider.close()
