@@ -196,15 +196,28 @@ def test_field_adapter_parse(reply, expected):
     assert FieldAdapter().parse(QA, reply) == expected
 
 
-def test_field_adapter_parse_errors():
-    a = FieldAdapter()
+class CoT(dspy.Signature):
+    """Solve."""
+
+    question: str = dspy.InputField()
+    reasoning: str = dspy.OutputField()
+    answer: str = dspy.OutputField()
+
+
+def test_field_adapter_parse_errors_and_leniency():
+    a, strict = FieldAdapter(), FieldAdapter(strict=True)
     with pytest.raises(AdapterParseError, match="no Answer: line"):
-        a.parse(QA, "Search query: only this")
+        a.parse(QA, "Search query: only this")  # a typed field is never made up
     with pytest.raises(AdapterParseError, match="Answer: cannot read"):
         a.parse(QA, "Search query: q\nAnswer: many")
-    assert a.parse(Iris, "  virginica \n") == {"species": "virginica"}  # one field, no label
+    assert a.parse(Iris, "  virginica \n") == {"species": "virginica"}  # no label: the last field
+    assert a.parse(CoT, "The answer is 3.") == {"reasoning": "", "answer": "The answer is 3."}
+    assert a.parse(CoT, "Reasoning: 2 + 1\nso 3") == {"reasoning": "2 + 1\nso 3", "answer": ""}
+    assert a.parse(Iris, "   ") == {"species": ""}
+    with pytest.raises(AdapterParseError, match="no Answer: line"):
+        strict.parse(CoT, "Reasoning: 2 + 1")
     with pytest.raises(AdapterParseError):
-        a.parse(Iris, "   ")
+        strict.parse(Iris, "   ")
 
 
 class Generic(FakeLM):

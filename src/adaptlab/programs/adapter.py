@@ -14,9 +14,14 @@ block, the way people write forms:
     assistant: Answer: 5
 
 and parses the reply back by those labels (case-insensitive, at the start of a line, `**bold**`
-labels too). A signature with one output field also takes a reply with no label at all: the
-whole reply is the value. Anything else that lacks a field is a parse error (AdapterParseError),
-as in DSPy; there is no JSON fallback (the model would not follow it either).
+labels too). A reply with no label at all is the value of the last output field (the answer,
+after a chain of thought's reasoning). A text field the reply leaves out is empty, so the metric
+scores the reply (a wrong answer) instead of the call raising: DSPy's BootstrapFinetune stops
+the whole fine-tuning step at one unparsable trace (`bootstrap_trace_data` cannot unpack a
+failed prediction), which a small model always produces somewhere. `strict=True` raises
+AdapterParseError for any missing field instead, as DSPy's adapters do; a typed field (int,
+bool, ...) that is missing or unreadable always raises. There is no JSON fallback (the model
+would not follow it either).
 
 It subclasses ChatAdapter, so BootstrapFinetune turns its traces into chat records
 (`{"messages": [...]}`), and the fine-tuned model learns this same format.
@@ -52,8 +57,9 @@ def _desc(name: str, info) -> str:
 class FieldAdapter(dspy.ChatAdapter):
     """`Field: value` formatting and parsing (see the module docstring)."""
 
-    def __init__(self, callbacks=None):
+    def __init__(self, callbacks=None, strict: bool = False):
         super().__init__(callbacks=callbacks, use_json_adapter_fallback=False)
+        self.strict = strict
 
     # -- formatting -------------------------------------------------------------------------
 
@@ -110,8 +116,12 @@ class FieldAdapter(dspy.ChatAdapter):
             name = by_label[lab]
             if name not in found:
                 found[name] = text[end:nxt].strip()
-        if not found and len(names) == 1 and text.strip():
-            found[names[0]] = text.strip()
+        if not found and text.strip():  # no label at all: the reply is the last field
+            found[names[-1]] = text.strip()
+        if not self.strict:  # text fields left out are empty: the metric scores the reply
+            for n in names:
+                if n not in found and signature.output_fields[n].annotation is str:
+                    found[n] = ""
         missing = [n for n in names if n not in found]
         if missing:
             raise AdapterParseError(adapter_name="FieldAdapter", signature=signature,
