@@ -9,4 +9,5 @@ def _lazy(name: str):
 
 
 STUDIES = {"tune": _lazy("quickstart"), "tone": _lazy("tone"), "explain": _lazy("explain"),
-           "knowledge": _lazy("knowledge"), "bettertogether": _lazy("bettertogether")}
+           "knowledge": _lazy("knowledge"), "bettertogether": _lazy("bettertogether"),
+           "softsrv": _lazy("softsrv")}

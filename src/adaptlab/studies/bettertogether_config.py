@@ -32,7 +32,7 @@ class Sizes:
     test: int = 40
 
 
-DEFAULT_SIZES = {"multihop": Sizes(16, 8, 32), "wordproblems": Sizes(16, 8, 32),
+DEFAULT_SIZES = {"multihop": Sizes(8, 4, 16), "wordproblems": Sizes(16, 8, 32),
                  "iris": Sizes(24, 12, 36)}
 
 
