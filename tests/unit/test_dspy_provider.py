@@ -79,45 +79,45 @@ def metric(example, pred, trace=None):
 
 def test_bettertogether_end_to_end_over_http(provider):
     lm = provider.lm(temperature=0, max_tokens=16, cache=False, num_retries=0)
-    dspy.configure(lm=lm, adapter=FieldAdapter())
-    program = dspy.Predict(Iris)
-    program.set_lm(lm)
-    p = dspy.BootstrapFewShotWithRandomSearch(metric=metric, max_bootstrapped_demos=2,
-                                              max_labeled_demos=2, num_candidate_programs=1,
-                                              num_threads=2)
-    w = dspy.BootstrapFinetune(metric=metric, num_threads=2,
-                               train_kwargs={"num_train_epochs": 3, "learning_rate": 1e-4})
-    train = examples([1.2, 1.4, 1.1, 1.6, 4.0, 5.5, 1.3, 1.5])
-    val = examples([1.0, 4.2, 6.0, 1.7])
-    out = dspy.BetterTogether(metric=metric, p=p, w=w).compile(
-        program, trainset=train, valset=val, strategy="p -> w")
+    with dspy.context(lm=lm, adapter=FieldAdapter()):  # not configure: it would leak
+        program = dspy.Predict(Iris)
+        program.set_lm(lm)
+        p = dspy.BootstrapFewShotWithRandomSearch(metric=metric, max_bootstrapped_demos=2,
+                                                  max_labeled_demos=2, num_candidate_programs=1,
+                                                  num_threads=2)
+        w = dspy.BootstrapFinetune(metric=metric, num_threads=2,
+                                   train_kwargs={"num_train_epochs": 3, "learning_rate": 1e-4})
+        train = examples([1.2, 1.4, 1.1, 1.6, 4.0, 5.5, 1.3, 1.5])
+        val = examples([1.0, 4.2, 6.0, 1.7])
+        out = dspy.BetterTogether(metric=metric, p=p, w=w).compile(
+            program, trainset=train, valset=val, strategy="p -> w")
 
-    assert out.flag_compilation_error_occurred is False
-    scores = {c["strategy"]: c["score"] for c in out.candidate_programs}
-    assert scores[""] == 0  # zero-shot: no parsable reply
-    assert scores["p"] == 50  # demos: always setosa, right on the two setosa
-    assert scores["p -> w"] == 100  # the adapter is right
-    assert out.candidate_programs[0]["strategy"] == "p -> w"
+        assert out.flag_compilation_error_occurred is False
+        scores = {c["strategy"]: c["score"] for c in out.candidate_programs}
+        assert scores[""] == 0  # zero-shot: no parsable reply
+        assert scores["p"] == 50  # demos: always setosa, right on the two setosa
+        assert scores["p -> w"] == 100  # the adapter is right
+        assert out.candidate_programs[0]["strategy"] == "p -> w"
 
-    # one fine-tune, on the traces that passed, with DSPy's train_kwargs read as ours
-    assert len(provider.trained) == 1 and len(provider.jobs) == 1
-    cfg, data = provider.trained[0]
-    assert (cfg.epochs, cfg.lr, cfg.model) == (3, 1e-4, "fake-base")
-    assert len(data) == 6  # the six setosa of the trainset (setosa is all the teacher says)
-    assert all(r["messages"][-1] == {"role": "assistant", "content": "Species: setosa"}
-               for r in data)
-    assert data[0]["messages"][0]["role"] == "system"
+        # one fine-tune, on the traces that passed, with DSPy's train_kwargs read as ours
+        assert len(provider.trained) == 1 and len(provider.jobs) == 1
+        cfg, data = provider.trained[0]
+        assert (cfg.epochs, cfg.lr, cfg.model) == (3, 1e-4, "fake-base")
+        assert len(data) == 6  # the six setosa of the trainset (setosa is all the teacher says)
+        assert all(r["messages"][-1] == {"role": "assistant", "content": "Species: setosa"}
+                   for r in data)
+        assert data[0]["messages"][0]["role"] == "system"
 
-    # the returned program answers through the new adapter, served by name
-    name = provider.jobs[0].name
-    assert out.predictors()[0].lm.model == f"openai/{name}"
-    assert name in provider.server.adapters
-    assert provider.server.lm is None  # BetterTogether killed its LMs at the end: unloaded
-    out.predictors()[0].lm.launch()
-    before = provider.usage()[name]["generations"]
-    assert out(petal="6.1 cm").species == "virginica"
-    assert provider.usage()[name]["generations"] == before + 1
-    assert provider.fakes[-1].seen[-1][0] == provider.jobs[0].path
+        # the returned program answers through the new adapter, served by name
+        name = provider.jobs[0].name
+        assert out.predictors()[0].lm.model == f"openai/{name}"
+        assert name in provider.server.adapters
+        assert provider.server.lm is None  # BetterTogether killed its LMs at the end: unloaded
+        out.predictors()[0].lm.launch()
+        before = provider.usage()[name]["generations"]
+        assert out(petal="6.1 cm").species == "virginica"
+        assert provider.usage()[name]["generations"] == before + 1
+        assert provider.fakes[-1].seen[-1][0] == provider.jobs[0].path
 
 
 def test_kill_unloads_and_launch_reloads(provider):
@@ -248,7 +248,7 @@ def test_miprov2_runs_against_the_server(tmp_path):
                                max_bootstrapped_demos=1, max_labeled_demos=1, verbose=False)
             out = opt.compile(program, trainset=examples([1.0, 1.2, 4.0, 1.4, 6.0, 1.1]),
                               valset=examples([1.3, 5.0, 1.6, 4.4]), num_trials=2, minibatch=False)
-        assert out(petal="1.0 cm").species == "setosa"
+            assert out(petal="1.0 cm").species == "setosa"
         assert provider.usage()["fake-base"]["generations"] > 10  # proposals and trials, over HTTP
     finally:
         provider.close()
