@@ -123,14 +123,6 @@ def test_endless_loop_is_killed(p0):
     assert time.monotonic() - t0 < 5 and r["seconds"] < 5
 
 
-@pytest.fixture
-def listener():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    srv.settimeout(0.2)
-    yield srv
-    srv.close()
 
 
 @pytest.fixture(params=["namespaces", "audit hook only"])

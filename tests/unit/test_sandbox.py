@@ -79,14 +79,6 @@ def test_huge_output_is_truncated(mode):
     assert time.monotonic() - t0 < 4
 
 
-@pytest.fixture
-def listener():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    srv.settimeout(0.2)
-    yield srv
-    srv.close()
 
 
 def test_no_network_even_to_host_loopback(mode, listener):
