@@ -104,6 +104,7 @@ def test_scores_failures_and_cost(study):
     assert wp["flag_compilation_error_occurred"] is True
     assert "no training data" in wp["strategies"]["w"]["failed"]
     assert "no training data" in wp["strategies"]["w -> p"]["failed"]
+    assert "vanilla" not in wp["strategies"]  # tested once per task and seed, in the first chain
 
     report = (run / "report" / "report.md").read_text()
     assert "Table 1 layout" in report and "The paper's numbers" in report

@@ -360,6 +360,24 @@ def test_requests_waiting_together_share_one_chat_call():
     assert server.batcher.calls == 2
 
 
+def test_requests_sent_a_moment_apart_are_gathered_into_one_call():
+    # a client's threads never send at the same instant: the server waits a moment (GATHER_S)
+    # for the rest of the batch rather than running the first request alone
+    lm = FakeLM()
+    def body(i):
+        return {"messages": [{"role": "user", "content": f"q{i}"}], "temperature": 0,
+                "max_tokens": 5}
+    with served(lm) as server:
+        threads = []
+        for i in range(4):
+            t, _ = ask_in_threads(server, [body(i)])
+            threads += t
+            time.sleep(0.005)
+        for t in threads:
+            t.join(10)
+    assert [len(chats) for _, chats in lm.log] == [4]
+
+
 def test_batches_are_per_model_and_parameters(tmp_path):
     lm, gate = gated()
     with served(lm) as server:

@@ -1,9 +1,12 @@
 """One worker thread over a queue: requests that arrive while a generation runs wait, and the
-next generation takes every waiting item that can share it."""
+next generation takes every waiting item that can share it. A short gathering window lets
+requests sent together by a client's threads (which never arrive at the same instant) share the
+first generation too, instead of one running alone while the rest wait for it."""
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -24,10 +27,15 @@ class _Job:
 class Batcher:
     """Calls `run(items) -> results` on its own thread, one call at a time. Each call takes the
     oldest waiting item and every other waiting item with the same key, in arrival order. A call
-    that fails for several items is retried one item at a time, so one bad item fails alone."""
+    that fails for several items is retried one item at a time, so one bad item fails alone.
 
-    def __init__(self, run: Callable[[list], list], max_waiting: int = 1024):
+    gather_s: once an item is waiting, wait up to this long for more before calling `run`,
+    unless `gather_max()` items with its key are already waiting (0: call at once)."""
+
+    def __init__(self, run: Callable[[list], list], max_waiting: int = 1024,
+                 gather_s: float = 0.0, gather_max: Callable[[], int] = lambda: 1):
         self._run, self.max_waiting = run, max_waiting
+        self.gather_s, self.gather_max = gather_s, gather_max
         self._jobs: deque[_Job] = deque()
         self._cv = threading.Condition()
         self._closed = False
@@ -65,6 +73,13 @@ class Batcher:
         with self._cv:
             while not self._jobs and not self._closed:
                 self._cv.wait()
+            if self.gather_s > 0:
+                deadline, want = time.monotonic() + self.gather_s, self.gather_max()
+                while not self._closed and (left := deadline - time.monotonic()) > 0:
+                    key = self._jobs[0].key
+                    if sum(j.key == key for j in self._jobs) >= want:
+                        break
+                    self._cv.wait(left)
             if self._closed:
                 return None
             key = self._jobs[0].key

@@ -18,6 +18,10 @@ from .protocol import Answer, BadRequest
 log = logging.getLogger(__name__)
 
 MAX_WAITING = 1024
+GATHER_S = 0.05
+"""How long a request waits for others to share its generation (a client's threads send theirs
+within milliseconds of each other), unless the model's batch (`batch_size`, else 64) is full
+sooner."""
 _UNKNOWN = object()  # the adapter in the LM after a failed swap: set it again next time
 
 
@@ -66,7 +70,8 @@ class OpenAIServer(ThreadingHTTPServer):
         self.usage: dict[str, dict[str, int]] = {}
         """Served name -> {"generations", "prompt_tokens", "completion_tokens"} answered so far."""
         super().__init__((host.strip("[]"), port), handler)
-        self.batcher = Batcher(self._generate, MAX_WAITING)
+        self.batcher = Batcher(self._generate, MAX_WAITING, GATHER_S,
+                               lambda: getattr(self.lm, "batch_size", None) or 64)
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIServer(model={self.model_name!r}, url={self.url!r}, key={self.needs_key})"

@@ -36,12 +36,12 @@ def stages(cfg: Config) -> list[Stage]:
     for task in cfg.tasks:
         per_task[task] = []
         for seed in cfg.seeds:
-            for chain in chains(cfg.strategies):
+            for i, chain in enumerate(chains(cfg.strategies)):
                 name = f"chain-{task}-s{seed}-{chain_tag(chain)}"
                 out.append(Stage(name, chain_stage, ChainStage(
                     task, chain, cfg.model, cfg.sizes[task], cfg.candidates, cfg.max_demos,
                     cfg.tune() | {"seed": seed}, cfg.max_tokens, cfg.threads, cfg.decode_slots,
-                    cfg.device, cfg.precision, seed), {}))
+                    cfg.device, cfg.precision, seed, test_vanilla=i == 0), {}))
                 per_task[task].append(name)
     names = [s.name for s in out]
     out.append(Stage("table", table_stage, TableStage(cfg.tasks, cfg.strategies, per_task, cfg.model,

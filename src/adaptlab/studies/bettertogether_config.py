@@ -69,9 +69,9 @@ class Config:
     """Tokens per training record (prompt, demos and reply); longer ones are an error."""
     max_tokens: int = 96
     """New tokens per module call."""
-    threads: int = 8
+    threads: int = 16
     """DSPy's threads: concurrent requests, which the server batches."""
-    decode_slots: int = 8
+    decode_slots: int = 16
     """The server's batch size."""
     device: str = "cpu"
     """Where the student is served and trained (cpu, cuda)."""
@@ -133,6 +133,9 @@ class ChainStage:
     device: str
     precision: str
     seed: int
+    test_vanilla: bool = True
+    """Test the unoptimized program too (the first chain of each task and seed does; every chain
+    starts from the same program)."""
 
 
 @dataclass

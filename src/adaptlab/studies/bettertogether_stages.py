@@ -124,6 +124,8 @@ def chain_stage(c: ChainStage, inputs: dict[str, Path], ctx) -> dict:
                 if k:
                     for key in cost:
                         cost[key] += steps[k - 1].get(key, 0) if k - 1 < len(steps) else 0
+                if not k and not c.test_vanilla:
+                    continue  # another chain of this task and seed tests it
                 failed = next((s["error"] for s in steps[:k] if "error" in s), None)
                 cand = found.get(" -> ".join(parts[:k]))
                 if failed or cand is None:
