@@ -112,6 +112,13 @@ def test_scores_failures_and_cost(study):
     table = read_json(run / "table" / "table.json")
     verdicts = {(v["task"], v["a"], v["b"]) for v in table["verdicts"]}
     assert ("iris", "p -> w -> p", "p") in verdicts and ("iris", "w", "vanilla") not in verdicts
+    assert ("iris", "p -> w -> p", "constant") in verdicts
+    assert "constant answer (reference)" in [r["strategy"] for r in table["rows"]]
+    top = max(("setosa", "versicolor", "virginica"), key=lambda c: sum(e.species == c for e in train))
+    assert tasks.constant_answer(tasks.get("iris"), train) == top
+    const = next(r for r in table["rows"] if r["strategy"] == "constant answer (reference)")
+    rate = sum(e.species == top for e in test) / len(test)
+    assert const["Iris (accuracy)"].startswith(f"{100 * rate:.1f} [")
 
 
 def test_stage_keys_follow_the_recipe(study, monkeypatch):
@@ -126,7 +133,8 @@ def test_stage_keys_follow_the_recipe(study, monkeypatch):
     assert stale(epochs=1) == ["chain-iris-s0-pwp", "chain-iris-s0-wp", "chain-wordproblems-s0-pwp",
                                "chain-wordproblems-s0-wp"]
     sizes = {**SIZES, "iris": {**SIZES["iris"], "test": 11}}
-    assert stale(sizes=sizes) == ["chain-iris-s0-pwp", "chain-iris-s0-wp"]
+    # the table reads the sizes too (its constant-answer row)
+    assert stale(sizes=sizes) == ["chain-iris-s0-pwp", "chain-iris-s0-wp", "table"]
     assert stale(max_tokens=50, candidates=1) == stale(epochs=1)
 
 

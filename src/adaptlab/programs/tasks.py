@@ -45,6 +45,8 @@ class Task:
     """metric(example, pred, trace=None) -> 1.0 or 0.0: what the optimizers maximize."""
     scores: Callable[[Any, Any], dict]
     """scores(example, pred) -> every measure of one prediction, the metric's first."""
+    answer: str = "answer"
+    """The program's final output field (what the metric reads)."""
 
 
 def _dspy():
@@ -231,8 +233,18 @@ TASKS: dict[str, Task] = {
                      multihop_metric, multihop_scores),
     "wordproblems": Task("wordproblems", ("question",), _load_wordproblems,
                          _wordproblems_program, wordproblems_metric, wordproblems_scores),
-    "iris": Task("iris", ("features",), _load_iris, _iris_program, iris_metric, iris_scores),
+    "iris": Task("iris", ("features",), _load_iris, _iris_program, iris_metric, iris_scores,
+                 "species"),
 }
+
+
+def constant_answer(task: Task, train: Sequence) -> str:
+    """The most common gold answer in `train` (the first of the tied ones): what a program that
+    gives one answer to everything would best give, a reference for the optimized programs."""
+    from collections import Counter
+
+    counts = Counter(str(ex.get(task.answer)) for ex in train)
+    return max(counts, key=counts.get) if counts else ""
 
 
 def get(name: str) -> Task:

@@ -44,8 +44,9 @@ def stages(cfg: Config) -> list[Stage]:
                     cfg.device, cfg.precision, seed, test_vanilla=i == 0), {}))
                 per_task[task].append(name)
     names = [s.name for s in out]
+    sizes = {t: dict(cfg.sizes[t].__dict__) for t in cfg.tasks}
     out.append(Stage("table", table_stage, TableStage(cfg.tasks, cfg.strategies, per_task, cfg.model,
-                                                      cfg.seed),
+                                                      cfg.seed, sizes),
                      {n: Out(n, "results.json") for n in names}))
     out.append(Stage("report", report_stage, ReportConfig(f"BetterTogether ({cfg.name})",
                                                           ["table", *names]),

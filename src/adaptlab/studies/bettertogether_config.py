@@ -146,3 +146,5 @@ class TableStage:
     """Per task, the chain stages to read (every seed, every chain)."""
     model: str
     seed: int = 0
+    sizes: dict[str, dict] = field(default_factory=dict)
+    """Per task, {train, val, test}: the splits, for the constant-answer reference row."""

@@ -12,12 +12,14 @@ from ..errors import require
 from ..evaluate import stats
 from ..io import read_json, write_json
 from ..report.render import table
-from .bettertogether_config import ChainStage, TableStage
+from .bettertogether_config import ChainStage, Sizes, TableStage
 
 METRIC = {"multihop": "em", "wordproblems": "correct", "iris": "accuracy"}
 """The score each task's optimizers maximize and the table reports."""
 MEASURES = {"multihop": ["em", "f1", "recall"], "wordproblems": ["correct", "parsed"],
             "iris": ["accuracy", "valid"]}
+CONSTANT = "constant answer (reference)"
+"""The table's row for one answer to every item: the training set's most common."""
 NAMES = {"multihop": "two-hop QA (EM)", "wordproblems": "word problems (accuracy)",
          "iris": "Iris (accuracy)"}
 PAPER = [  # Soylu et al. 2024, Table 1, Llama-3-8B-Instruct (HotPotQA EM, GSM8K, Iris; %)
@@ -185,12 +187,31 @@ def _cell(rate: dict) -> str:
     return f"{100 * rate['rate']:.1f} [{100 * rate['ci'][0]:.1f}, {100 * rate['ci'][1]:.1f}]"
 
 
+def _constant(task_name: str, seed: int, sizes) -> dict:
+    """The reference row for one task and seed: the training set's most common answer, scored
+    on every test item (no model involved)."""
+    from ..programs import tasks as T
+
+    dspy = require("dspy", "programs")
+    task = T.get(task_name)
+    train, _, test = task.load(seed=seed, n_train=sizes.train, n_val=sizes.val, n_test=sizes.test)
+    answer = T.constant_answer(task, train)
+    pred = dspy.Prediction(**{task.answer: answer})
+    return {"failed": None, "answer": answer,
+            "cost": dict.fromkeys((*_COST, "train_seconds", "seconds"), 0),
+            "test": [{"id": ex.get("id"), **task.scores(ex, pred)} for ex in test]}
+
+
 def table_stage(c: TableStage, inputs: dict[str, Path], ctx) -> dict:
     runs = {t: [read_json(inputs[n]) for n in names] for t, names in c.stages.items()}
+    for t, rs in runs.items():  # the constant row rides on each seed's first chain
+        for seed in dict.fromkeys(r["seed"] for r in rs):
+            first = next(r for r in rs if r["seed"] == seed)
+            first["strategies"]["constant"] = _constant(t, seed, Sizes(**c.sizes[t]))
     rows, cost_rows, verdicts, metrics, data = [], [], [], {}, {}
     failures = []
-    for s in c.strategies:
-        row = {"strategy": s}
+    for s in [*c.strategies, "constant"]:
+        row = {"strategy": CONSTANT if s == "constant" else s}
         for t in c.tasks:
             # vanilla from the first chain of each seed (every chain starts from the same program)
             seen = {}
@@ -211,6 +232,8 @@ def table_stage(c: TableStage, inputs: dict[str, Path], ctx) -> dict:
             metrics[f"{t}/{s}"] = round(rate["rate"], 4)
             data.setdefault(t, {})[s] = {"keys": [list(k) for k in keys],
                                          "scores": [o[k] for k in keys]}
+            if s == "constant":
+                continue
             cost = {k: sum(r["strategies"][s]["cost"][k] for r in picked)
                     for k in ("generations", "prompt_tokens", "completion_tokens",
                               "train_seconds", "seconds")}
@@ -234,7 +257,8 @@ def table_stage(c: TableStage, inputs: dict[str, Path], ctx) -> dict:
                                  "verdict": v["verdict"]})
 
         for a, b in (("p", "vanilla"), ("w", "vanilla"), ("p -> w -> p", "p"),
-                     ("p -> w -> p", "w"), ("p -> w", "p"), ("w -> p", "p")):
+                     ("p -> w -> p", "w"), ("p -> w", "p"), ("w -> p", "p"),
+                     ("p -> w -> p", "constant")):
             compare(a, b)
     f1_rows = []
     if "multihop" in c.tasks:
@@ -256,7 +280,9 @@ def table_stage(c: TableStage, inputs: dict[str, Path], ctx) -> dict:
                 table=table(rows), text=(
                     f"{c.model}, every module of each program on it. Test metric in %, Wilson 95% "
                     "intervals, pooled over seeds. p: bootstrapped few-shot demos with random "
-                    "search; w: LoRA on the program's own traces that passed the metric."
+                    "search; w: LoRA on the program's own traces that passed the metric. "
+                    f"{CONSTANT}: the training set's most common answer, given to every test "
+                    "item (a program that always says one thing scores this)."
                     + ("\n\nFailed: " + "; ".join(failures) if failures else "")))
     ctx.section("BetterTogether: the verdicts (McNemar, paired by item)", rank=10,
                 table=table([{k: v[k] for k in ("task", "a", "b", "p")} for v in verdicts]),
