@@ -136,6 +136,8 @@ def test_stage_keys_follow_the_recipe(study, monkeypatch):
     # the table reads the sizes too (its constant-answer row)
     assert stale(sizes=sizes) == ["chain-iris-s0-pwp", "chain-iris-s0-wp", "table"]
     assert stale(max_tokens=50, candidates=1) == stale(epochs=1)
+    assert stale(task_max_tokens={"wordproblems": 50}) == ["chain-wordproblems-s0-pwp",
+                                                           "chain-wordproblems-s0-wp"]
 
 
 @pytest.mark.parametrize("kw, msg", [
@@ -144,6 +146,8 @@ def test_stage_keys_follow_the_recipe(study, monkeypatch):
     ({"seeds": [1, 1]}, "seeds: expected distinct"),
     ({"sizes": {"iris": {"train": 0}}}, "sizes.iris: train, val and test must be at least 1"),
     ({"sizes": {"iris": {"trian": 3}}}, "sizes.iris: unknown field trian"),
+    ({"task_max_tokens": {"gsm8k": 64}}, "task_max_tokens: unknown task gsm8k"),
+    ({"task_max_tokens": {"iris": 0}}, "task_max_tokens.iris: must be a positive integer"),
 ])
 def test_bad_recipes_are_refused(kw, msg):
     with pytest.raises(ConfigError, match=msg):

@@ -69,6 +69,9 @@ class Config:
     """Tokens per training record (prompt, demos and reply); longer ones are an error."""
     max_tokens: int = 96
     """New tokens per module call."""
+    task_max_tokens: dict[str, int] = field(default_factory=dict)
+    """Per task, instead of max_tokens (e.g. {wordproblems: 64}: a chain of thought that has not
+    reached its answer by then rarely does)."""
     threads: int = 16
     """DSPy's threads: concurrent requests, which the server batches."""
     decode_slots: int = 16
@@ -99,12 +102,21 @@ class Config:
             self.sizes[t] = s
             if min(s.train, s.val, s.test) < 1:
                 raise ValueError(f"sizes.{t}: train, val and test must be at least 1")
+        for t, n in self.task_max_tokens.items():
+            if t not in TASK_NAMES:
+                raise ValueError(f"task_max_tokens: unknown task {t} (expected one of "
+                                 f"{', '.join(TASK_NAMES)})")
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ValueError(f"task_max_tokens.{t}: must be a positive integer, got {n!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision: expected fp32 or bf16, got {self.precision!r}")
         for name in ("candidates", "max_demos", "epochs", "batch_size", "max_tokens", "threads",
                      "decode_slots", "lora_r"):
             if getattr(self, name) < (0 if name == "candidates" else 1):
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+
+    def max_tokens_for(self, task: str) -> int:
+        return self.task_max_tokens.get(task, self.max_tokens)
 
     def tune(self) -> dict:
         """The LoRA settings every fine-tune uses (TuneConfig fields)."""
