@@ -40,8 +40,8 @@ def stages(cfg: Config) -> list[Stage]:
                 name = f"chain-{task}-s{seed}-{chain_tag(chain)}"
                 out.append(Stage(name, chain_stage, ChainStage(
                     task, chain, cfg.model, cfg.sizes[task], cfg.candidates, cfg.max_demos,
-                    cfg.tune() | {"seed": seed}, cfg.max_tokens_for(task), cfg.threads, cfg.decode_slots,
-                    cfg.device, cfg.precision, seed, test_vanilla=i == 0), {}))
+                    cfg.tune() | {"seed": seed}, cfg.max_tokens_for(task), cfg.threads,
+                    cfg.decode_slots, cfg.device, cfg.precision, seed, test_vanilla=i == 0), {}))
                 per_task[task].append(name)
     names = [s.name for s in out]
     sizes = {t: dict(cfg.sizes[t].__dict__) for t in cfg.tasks}
