@@ -152,3 +152,49 @@ def test_stage_keys_follow_the_recipe(study, monkeypatch):
 def test_bad_recipes_are_refused(kw, msg):
     with pytest.raises(ConfigError, match=msg):
         config(**kw)
+
+
+def test_table_pools_seeds_by_item(tmp_path):
+    # two seeds of iris, each with its own split: every strategy's cell counts the items of both
+    # seeds (keyed by seed and id), vanilla comes from each seed's first chain, and the constant
+    # row is each seed's own training set's most common species
+    from adaptlab.runs.declare import Ctx
+    from adaptlab.studies.bettertogether_config import Sizes, TableStage
+    from adaptlab.studies.bettertogether_stages import table_stage
+
+    sizes = Sizes(10, 5, 12)
+    inputs, names = {}, []
+    truth = {}
+    for seed in (0, 1):
+        train, _, test = tasks.get("iris").load(seed=seed, n_train=10, n_val=5, n_test=12)
+        truth[seed] = (train, test)
+        right = [{"id": e.id, "accuracy": float(i % 2 == 0), "valid": 1.0} for i, e in enumerate(test)]
+        for chain, strategies in (("p", {"vanilla": 0.0, "p": None}), ("w", {"w": 1.0})):
+            res = {}
+            for s, score in strategies.items():
+                items = right if score is None else [{**r, "accuracy": score} for r in right]
+                res[s] = {"failed": None, "test": items, "cost": dict.fromkeys(
+                    ("generations", "prompt_tokens", "completion_tokens", "train_seconds",
+                     "seconds"), 1)}
+            name = f"chain-iris-s{seed}-{chain}"
+            path = tmp_path / f"{name}.json"
+            path.write_text(__import__("json").dumps(
+                {"task": "iris", "seed": seed, "chain": chain,
+                 "flag_compilation_error_occurred": False,
+                 "strategies": res}))
+            inputs[name] = path
+            names.append(name)
+    out = tmp_path / "table"
+    out.mkdir()
+    ctx = Ctx(out, tmp_path / "work", tmp_path / "cache")
+    metrics = table_stage(TableStage(["iris"], ["vanilla", "p", "w"], {"iris": names}, "fake", 0,
+                                     {"iris": dict(sizes.__dict__)}), inputs, ctx)
+    assert metrics["iris/vanilla"] == 0.0 and metrics["iris/w"] == 1.0
+    assert metrics["iris/p"] == 0.5  # 6 of 12 per seed, pooled over 24 items
+    expected = []
+    for seed, (train, test) in truth.items():
+        top = tasks.constant_answer(tasks.get("iris"), train)
+        expected += [e.species == top for e in test]
+    assert metrics["iris/constant"] == round(sum(expected) / 24, 4)
+    verdicts = {(v["a"], v["b"]): v for v in read_json(out / "table.json")["verdicts"]}
+    assert "n = 24" in verdicts[("w", "vanilla")]["verdict"]
