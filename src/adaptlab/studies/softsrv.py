@@ -86,7 +86,7 @@ def stages(cfg: Config) -> list[Stage]:
         metrics = f"metrics-{d}"
         out.append(Stage(metrics, metrics_stage, MetricsStage(
             d, cfg.methods, cfg.n_synthetic, cfg.min_train, cfg.features, cfg.mauve_buckets,
-            cfg.memorization_n, cfg.near, cfg.seed),
+            cfg.memorization_n, cfg.near, cfg.seed, cfg.mauve_boot),
             {"fit": Out(data, "fit.jsonl"), "heldout": Out(data, "heldout.jsonl"),
              **{m: Out(g, "samples.jsonl") for m, g in zip(cfg.methods, gens)}}))
         for m in cfg.methods:

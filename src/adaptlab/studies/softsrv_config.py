@@ -188,6 +188,9 @@ class Config:
     """The sentence embedding MAUVE is computed on."""
     mauve_buckets: int = 0
     """MAUVE's k-means buckets (0 = auto: max(2, n / 10))."""
+    mauve_boot: int = 200
+    """Bootstrap draws for MAUVE's 95% intervals and the paired differences against fewshot
+    (0 = none)."""
     memorization_n: int = 8
     """Word n-grams a sample shares with a fit target to count as copied."""
     near: float = 0.5
@@ -234,6 +237,8 @@ class Config:
         if self.min_train > self.n_synthetic:
             raise ValueError(f"min_train: {self.min_train} is more than n_synthetic "
                              f"({self.n_synthetic}): no method could be tuned")
+        if self.mauve_boot < 0:
+            raise ValueError(f"mauve_boot: expected >= 0, got {self.mauve_boot}")
         if self.mauve_buckets == 1 or self.mauve_buckets < 0:
             raise ValueError(f"mauve_buckets: expected 0 (auto) or >= 2, got {self.mauve_buckets}")
         if not 0 < self.near <= 1:
@@ -309,6 +314,7 @@ class MetricsStage:
     memorization_n: int
     near: float
     seed: int
+    mauve_boot: int = 200
 
 
 @dataclass

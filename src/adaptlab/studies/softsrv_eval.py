@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from .. import progress
 from ..evaluate import stats
 from ..evaluate.compare import System, answer, rate_table
@@ -43,6 +45,54 @@ def intrinsic(texts: list[str], heldout: list[str], fit: list[str] | None, c: Me
     return out
 
 
+def _mauve_intervals(per: dict, reference: dict, texts: dict[str, list[str]], heldout: list[str],
+                     c: MetricsStage) -> None:
+    """Adds to each method's row (and the targets' row) a percentile bootstrap interval of its
+    MAUVE, and to each method other than the reference the paired difference against it (the
+    same heldout resample in every draw): diff, interval, two-sided bootstrap p."""
+    if c.mauve_boot == 0:
+        return
+    from ..evaluate import embed, mauve
+
+    kw = {"num_buckets": c.mauve_buckets} if c.mauve_buckets else {}
+    feats = {k: embed.embed(list(v), c.features) for k, v in texts.items() if v}
+    boot = mauve.bootstrap(embed.embed(list(heldout), c.features), feats, n_boot=c.mauve_boot,
+                           seed=c.seed, **kw)
+    for name, b in boot.items():
+        row = reference if name == TARGETS else per[name]
+        lo, hi = np.quantile(b, [0.025, 0.975])
+        row["mauve_ci"] = [round(float(lo), 4), round(float(hi), 4)]
+    ref = boot.get(REFERENCE)
+    for m in per:
+        if m == REFERENCE or ref is None or m not in boot:
+            continue
+        d = boot[m] - ref
+        diff = per[m]["mauve"] - per[REFERENCE]["mauve"]
+        lo, hi = np.quantile(d, [0.025, 0.975])
+        per[m][f"mauve_vs_{REFERENCE}"] = {"diff": round(diff, 4),
+                                            "ci": [round(float(lo), 4), round(float(hi), 4)],
+                                            "p": round(stats.bootstrap_p(diff, d), 4)}
+
+
+def _mauve_cell(r: dict) -> str:
+    """MAUVE with its bootstrap interval where there is one."""
+    ci = r.get("mauve_ci")
+    return f"{r['mauve']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{r['mauve']:.2f}"
+
+
+def _diff_cell(v: dict) -> str:
+    return f"{v['diff']:+.2f} [{v['ci'][0]:+.2f}, {v['ci'][1]:+.2f}], p = {v['p']:.3g}"
+
+
+def _flat(r: dict) -> dict:
+    """A metrics row for the report: MAUVE with its interval, the paired difference as text."""
+    out = {k: v for k, v in r.items() if k not in ("mauve_ci", f"mauve_vs_{REFERENCE}")}
+    out["mauve"] = _mauve_cell(r)
+    if f"mauve_vs_{REFERENCE}" in r:
+        out[f"MAUVE - {REFERENCE}"] = _diff_cell(r[f"mauve_vs_{REFERENCE}"])
+    return out
+
+
 def _texts(path: Path) -> list[str]:
     return [r["text"] for r in read_jsonl(path)]
 
@@ -65,6 +115,8 @@ def metrics_stage(c: MetricsStage, inputs: dict[str, Path], ctx) -> dict:
                   "rounds": samples[-1]["round"] + 1,
                   "unparsable": dict(Counter(s["reason"] for s in samples if not s["ok"]))}
     reference = intrinsic(fit[:c.n], heldout, None, c)
+    firsts = {m: [s["text"] for s in read_jsonl(inputs[m]) if s["round"] == 0] for m in c.methods}
+    _mauve_intervals(per, reference, firsts | {TARGETS: fit[:c.n]}, heldout, c)
     eligible = [m for m in c.methods if len(sets[m]) >= c.min_train]
     n_train = min((len(sets[m]) for m in eligible), default=0)
     not_tuned = {m: f"{len(sets[m])} parsable samples, fewer than min_train = {c.min_train}"
@@ -75,13 +127,16 @@ def metrics_stage(c: MetricsStage, inputs: dict[str, Path], ctx) -> dict:
     result = {"domain": c.domain, "n": c.n, "n_train": n_train, "methods": per,
               "targets": reference, "not_tuned": not_tuned}
     write_json(ctx.dir / "metrics.json", result)
-    rows = [{"method": TARGETS, **reference}] + [
-        {"method": m, **{k: v for k, v in r.items() if k != "unparsable"},
+    rows = [{"method": TARGETS, **_flat(reference)}] + [
+        {"method": m, **_flat({k: v for k, v in r.items() if k != "unparsable"}),
          "unparsable": "; ".join(f"{k}: {v}" for k, v in r["unparsable"].items())}
         for m, r in per.items()]
     ctx.section(f"{c.domain}: the synthetic sets", rank=20, table=table(
         rows, list(dict.fromkeys(k for r in rows for k in r))), text=(
-        f"MAUVE (MiniLM features, against the {len(heldout)} heldout targets), distinct-n and "
+        f"MAUVE (MiniLM features, against the {len(heldout)} heldout targets; 95% percentile "
+        f"bootstrap interval over {c.mauve_boot} draws resampling both sets; MAUVE - "
+        f"{REFERENCE}: the paired difference, the same heldout resample in each draw), "
+        f"distinct-n and "
         f"self-BLEU on each method's first {c.n} samples, as sampled; exact / near: share of "
         f"them equal to a fit target, or with >= {c.near:.0%} of their {c.memorization_n}-grams "
         f"in one. parse rate over every round drawn. {TARGETS}: the first {len(fit[:c.n])} fit "
@@ -183,12 +238,12 @@ def table_stage(c: TableStage, inputs: dict[str, Path], ctx) -> dict:
         p_col = f"p vs {REFERENCE}"
         score = f"downstream {ev['score']} [95% CI]"
         t = m["targets"]
-        rows.append({"domain": d, "method": TARGETS, "MAUVE": t["mauve"],
+        rows.append({"domain": d, "method": TARGETS, "MAUVE [95% CI]": _mauve_cell(t),
                      "distinct-2": t["distinct_2"], "self-BLEU": t["self_bleu"]})
         for meth in c.methods:
             r = m["methods"][meth]
             e = by.get(meth)
-            rows.append({"domain": d, "method": meth, "MAUVE": r["mauve"],
+            rows.append({"domain": d, "method": meth, "MAUVE [95% CI]": _mauve_cell(r),
                          "distinct-2": r["distinct_2"], "self-BLEU": r["self_bleu"],
                          "memorized exact / near": f"{r['exact']:.2f} / {r['near']:.2f}",
                          "parse rate": r["parse_rate"], "train n": r["train_n"],
@@ -207,6 +262,11 @@ def table_stage(c: TableStage, inputs: dict[str, Path], ctx) -> dict:
                 continue
             a, b = m["methods"][meth]["mauve"], m["methods"][REFERENCE]["mauve"]
             wins["mauve" if a > b else "mauve_not"] += 1
+            md = m["methods"][meth].get(f"mauve_vs_{REFERENCE}")
+            if md is not None:
+                sig = md["p"] < 0.05
+                wins["mauve_sig_win" if sig and a > b else "mauve_sig_loss" if sig else
+                     "mauve_tie"] += 1
             v = verdicts.get(meth)
             if v is None:
                 down = "not compared (a method was not tuned)"
@@ -215,7 +275,9 @@ def table_stage(c: TableStage, inputs: dict[str, Path], ctx) -> dict:
                 wins["down_win" if v["significant"] and v["a_only"] > v["b_only"] else
                      "down_loss" if v["significant"] else "down_tie"] += 1
             heads.append({"domain": d, "SoftSRV": meth, "MAUVE": f"{a:.3f} vs {b:.3f}",
-                          "higher MAUVE": "yes" if a > b else "no", "downstream": down})
+                          "higher MAUVE": "yes" if a > b else "no",
+                          "MAUVE difference [95% CI], p": _diff_cell(md) if md else "",
+                          "downstream": down})
         if c.match:
             mt = read_json(inputs[f"match-{d}"])
             r0, best = mt["rounds"][0], max(mt["rounds"], key=lambda r: r["mauve"])
@@ -240,10 +302,14 @@ def table_stage(c: TableStage, inputs: dict[str, Path], ctx) -> dict:
         "samples are closer to the target distribution (MAUVE), and a model fine-tuned on them "
         "does better on the task. Here, each SoftSRV variant against fewshot (the same frozen LM "
         "with the hand-written few-shot template): "
-        f"higher MAUVE in {wins['mauve']} of {n_pairs} (domain, variant) pairs; downstream, "
+        f"higher MAUVE in {wins['mauve']} of {n_pairs} (domain, variant) pairs, of which "
+        f"{wins['mauve_sig_win']} significantly (paired bootstrap, p < 0.05), with "
+        f"{wins['mauve_sig_loss']} significantly lower and {wins['mauve_tie']} without a "
+        f"significant difference; downstream, "
         f"{wins['down_win']} significant wins, {wins['down_loss']} significant losses, "
-        f"{wins['down_tie']} without a significant difference. MAUVE has no interval here: on "
-        "a few dozen samples and a few k-means buckets, differences of 0.1 can be noise.\n\n"
+        f"{wins['down_tie']} without a significant difference. On a few dozen samples and a "
+        "few k-means buckets MAUVE's intervals are wide: read the verdicts, not the "
+        "point values.\n\n"
         "Why the numbers differ from the paper's: the paper trains its soft prompts on a "
         "frozen LLM orders of magnitude larger, on far more target examples, samples far more "
         "sequences and fine-tunes a small Gemma model on them; the CPU default trains on tens "

@@ -261,8 +261,8 @@ def match_loop(start: dict, schedule: list[MatchStep], budget: int, target: floa
     for r in range(budget):
         if r:
             settings = apply(settings, schedule[r - 1])
-        value = score(settings)
-        rounds.append({"round": r, **settings, "mauve": round(value, 4)})
+        value = round(score(settings), 4)  # decide on the score as recorded and reported
+        rounds.append({"round": r, **settings, "mauve": value})
         if value >= target:
             return rounds, f"target {target} reached in round {r}"
     return rounds, f"budget of {budget} rounds spent, target {target} not reached"
