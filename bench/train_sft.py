@@ -6,7 +6,8 @@ seed 0, no checkpoint saving. Everything else is each stack's default (TRL: grad
 on, loss on the whole sequence, random order, no warmup; adaptlab: no checkpointing, loss on
 assistant tokens, length-grouped batches). The learning-rate schedule is held equal: linear decay
 from lr, no warmup (TRL's default; adaptlab's own default warms up for 2 steps). `trl-nogc` is TRL with only gradient
-checkpointing switched off, to show how much of the gap that one default explains.
+checkpointing switched off, to show how much of the gap that one default explains;
+`adaptlab-gc` is adaptlab with `gradient_checkpointing=true`, its memory against its time.
 
 `trl-fast` is TRL with its own speed options on, as a user who cares about speed sets them:
 
@@ -49,7 +50,7 @@ included, since only its Triton path compacts to the labelled ones). 4 per param
 attention scores, LoRA's own matmuls, gradient checkpointing's recomputation, TRL's recomputation
 of the head's tiles in its backward.
 
-    python -m bench.train_sft [--steps 12] [--contenders adaptlab,trl,trl-nogc,trl-fast]
+    python -m bench.train_sft [--steps 12] [--contenders adaptlab,adaptlab-gc,trl,trl-nogc,trl-fast]
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ from .common import (MODEL, chat_examples, load_bench_model, matmul_flops, machi
 
 LORA = dict(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 BATCH, LR, MAX_LEN, SEED = 4, 2e-4, 512, 0
-CONTENDERS = ("adaptlab", "trl", "trl-nogc", "trl-fast")
+CONTENDERS = ("adaptlab", "adaptlab-gc", "trl", "trl-nogc", "trl-fast")
 
 
 # -- shared measurement ------------------------------------------------------------------------
@@ -215,7 +216,9 @@ def child_probe(steps: int) -> dict:
             "matmul_flops": matmul_flops(n, 5, dtype)}
 
 
-def child_adaptlab(steps: int) -> dict:
+def child_adaptlab(steps: int, gradient_checkpointing: bool = False) -> dict:
+    """adaptlab's loop at its defaults; `adaptlab-gc` with `gradient_checkpointing=true` (its
+    memory against time)."""
     import csv
     from dataclasses import replace
 
@@ -237,7 +240,8 @@ def child_adaptlab(steps: int) -> dict:
     cfg = TuneConfig(model=MODEL, precision=common.PRECISION, device=common.DEVICE, lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
                      lora_dropout=LORA["lora_dropout"], target_modules=LORA["target_modules"],
                      lr=LR, max_steps=steps, batch_size=BATCH, grad_accum=1, max_length=MAX_LEN,
-                     seed=SEED, save_every=0, warmup_steps=0)
+                     seed=SEED, save_every=0, warmup_steps=0,
+                     gradient_checkpointing=gradient_checkpointing)
     with tempfile.TemporaryDirectory(prefix="bench-adaptlab-") as out:
         summary = tune(cfg, train, out, factory=replace(lora.LORA, build=build))
         with open(Path(out) / "loss.csv", newline="") as f:
@@ -246,8 +250,10 @@ def child_adaptlab(steps: int) -> dict:
     cum = [0.0] + [float(r["seconds"]) for r in log]
     step_s = [b - a for a, b in zip(cum, cum[1:])]
     model, tok, counter = grabbed["model"], grabbed["tok"], grabbed["counter"]
-    res = _summary("adaptlab", step_s, counter, grabbed["heads"], model.get_base_model(),
+    name = "adaptlab-gc" if gradient_checkpointing else "adaptlab"
+    res = _summary(name, step_s, counter, grabbed["heads"], model.get_base_model(),
                    {"final_train_loss": float(log[-1]["loss"]), "train_loss_on": "assistant tokens",
+                    "gradient_checkpointing": gradient_checkpointing,
                     "tokens_counted_by_tune": summary["tokens_this_session"],
                     **val_loss(model, tok, val)})
     res["peak_rss_mb_train"] = rss
@@ -377,6 +383,7 @@ def _child_trl(steps: int, name: str) -> dict:
 
 
 CHILDREN = {"base": child_base, "probe": child_probe, "adaptlab": child_adaptlab,
+            "adaptlab-gc": lambda steps: child_adaptlab(steps, gradient_checkpointing=True),
             **{name: (lambda steps, name=name: _child_trl(steps, name))
                for name in ("trl", "trl-nogc", "trl-fast")}}
 
