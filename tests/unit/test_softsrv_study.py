@@ -29,6 +29,7 @@ from adaptlab.lm.fake import FakeLM  # noqa: E402
 from adaptlab.runs.study import run_study  # noqa: E402
 from adaptlab.studies import softsrv as study  # noqa: E402
 from adaptlab.studies import softsrv_domains as D  # noqa: E402
+from adaptlab.studies.softsrv_eval import parse_check as E_parse_check  # noqa: E402
 from adaptlab.studies import softsrv_stages as S  # noqa: E402
 from adaptlab.studies.softsrv_config import MatchStep  # noqa: E402
 from adaptlab.synth import softsrv as synth  # noqa: E402
@@ -450,6 +451,60 @@ def test_check_refuses_bad_inputs(tmp_path):
     bad.write_text('{"id": "q1", "passage_id": "nope", "question": "Is it?", "answer": "yes"}\n')
     with pytest.raises(InputError, match="passage_id: 'nope' is not a passage"):
         study.check(config(boolq_questions=str(bad)))
+
+
+def test_parse_check_stage_measures_the_shipped_labels(study_run):
+    run = study_run[3]
+    labels = read_jsonl(Path(study.Config().parse_labels))
+    got = read_json(run / "parse-check" / "parse-check.json")
+    assert got == E_parse_check(labels)
+    for d, r in got.items():
+        rows = [x for x in labels if x["domain"] == d]
+        parses = [D.parse(d, x["text"])[0] is not None for x in rows]
+        assert r["n"] == len(rows) and r["parsed"] == sum(parses)
+        assert r["agree"] == sum(p == x["usable"] for p, x in zip(parses, rows))
+        assert r["false_accepts"] + r["false_rejects"] == r["n"] - r["agree"]
+        assert len(r["disagreements"]) == r["n"] - r["agree"]
+    assert "The parse check, against hand labels" in (run / "report" / "report.md").read_text()
+
+
+def test_parse_check_counts_both_kinds_of_error():
+    code_ok = "def f(x):\n    \"\"\"Double x.\"\"\"\n    return 2 * x\n"
+    labels = [
+        {"domain": "code", "text": code_ok, "usable": True, "correct": True},        # agree
+        {"domain": "code", "text": code_ok, "usable": False, "correct": None},       # false accept
+        {"domain": "code", "text": "no code here", "usable": True, "correct": None},  # false reject
+        {"domain": "code", "text": "no code here", "usable": False, "correct": None},
+        {"domain": "wordproblems", "text": "Question: 2+2?\nAnswer: 5", "usable": True,
+         "correct": False}]
+    r = E_parse_check(labels)
+    c = r["code"]
+    assert (c["n"], c["agree"], c["false_accepts"], c["false_rejects"]) == (4, 2, 1, 1)
+    assert c["ci"] == [round(x, 4) for x in stats.wilson(2, 4)]
+    assert (c["parsed_labeled_for_content"], c["parsed_correct"]) == (1, 1)
+    assert r["wordproblems"]["accuracy"] == 1.0 and r["wordproblems"]["parsed_correct"] == 0
+
+
+def test_the_shipped_parse_labels_cover_every_domain_and_method():
+    labels = read_jsonl(Path(study.Config().parse_labels))
+    seen = {(r["domain"], r["method"]) for r in labels}
+    assert seen == {(d, m) for d in SIZES for m in METHODS}
+    for d in SIZES:  # both labels occur, so both kinds of error can be counted
+        assert {r["usable"] for r in labels if r["domain"] == d} == {True, False}
+
+
+def test_bad_parse_labels_are_refused_before_the_run(tmp_path):
+    bad = tmp_path / "labels.jsonl"
+    bad.write_text('{"domain": "code", "text": "x", "usable": "yes"}\n')
+    with pytest.raises(InputError, match="labels.jsonl:1: usable: expected true or false"):
+        study.check(config(parse_labels=str(bad)))
+    bad.write_text('{"domain": "poetry", "text": "x", "usable": true}\n')
+    with pytest.raises(InputError, match="labels.jsonl:1: domain: expected one of"):
+        study.check(config(parse_labels=str(bad)))
+    bad.write_text('{"domain": "code", "text": "x", "usable": true}\n')
+    with pytest.raises(AdaptlabError, match="no labeled samples of boolq"):
+        study.check(config(parse_labels=str(bad), domains=["boolq"]))
+    study.check(config(parse_labels=""))  # not measured: nothing to read
 
 
 def test_generate_resumes_from_its_journal(tmp_path, monkeypatch):

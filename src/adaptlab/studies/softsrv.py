@@ -22,17 +22,21 @@ Stages (each cached and resumable under runs/<name>/):
                                      intervals, McNemar against fewshot, verdicts
   match-<domain>                     the distribution-matching loop for one SoftSRV method:
                                      generate -> MAUVE -> adjust, to a target or a budget
+  parse-check                        the parse check against hand-labeled model samples
   table                              domain x method, the paper's headline, the match rounds
   report                             HTML + Markdown + JSON
 """
 from __future__ import annotations
 
+from ..data.corpus import load_records
 from ..errors import AdaptlabError
 from ..report.stage import ReportConfig, report_inputs, report_stage
 from ..runs.declare import Out, Stage
 from .softsrv_config import (Config, DataStage, EvaluateStage, GenerateStage, GeneratorStage,
-                             MatchStage, MetricsStage, TableStage, TuneStage, kind_of)
-from .softsrv_eval import evaluate_stage, metrics_stage, table_stage
+                             MatchStage, MetricsStage, ParseCheckStage, TableStage, TuneStage,
+                             kind_of)
+from .softsrv_eval import (evaluate_stage, label_check, metrics_stage, parse_check_stage,
+                           table_stage)
 from .softsrv_stages import (data_stage, generate_stage, generator_stage, match_stage, pool_size,
                              tune_stage)
 
@@ -42,8 +46,13 @@ EXTRAS = ("train", "eval", "code")
 
 
 def check(cfg: Config) -> None:
-    """The boolq questions and passages parse (every passage_id known), and each split domain
-    has enough items for its sizes."""
+    """The boolq questions and passages parse (every passage_id known), the parse labels are
+    well formed, and each split domain has enough items for its sizes."""
+    if cfg.parse_labels:
+        labels = load_records(cfg.parse_labels, label_check)
+        if not any(r["domain"] in cfg.domains for r in labels):
+            raise AdaptlabError(f"parse_labels: {cfg.parse_labels} has no labeled samples of "
+                                f"{', '.join(cfg.domains)}")
     for d in cfg.domains:
         have = pool_size(d, cfg)
         s = cfg.sizes[d]
@@ -118,6 +127,10 @@ def stages(cfg: Config) -> list[Stage]:
                 f"evaluate-{d}": Out(f"evaluate-{d}", "results.json")}
         if cfg.match.method:
             tin[f"match-{d}"] = Out(f"match-{d}", "match.json")
+    if cfg.parse_labels:
+        out.append(Stage("parse-check", parse_check_stage, ParseCheckStage(cfg.domains),
+                         {"labels": cfg.parse_labels}))
+        shown.insert(1, "parse-check")
     out.append(Stage("table", table_stage, TableStage(cfg.domains, cfg.methods,
                                                       bool(cfg.match.method), cfg.seed), tin))
     out.append(Stage("report", report_stage, ReportConfig(f"SoftSRV ({cfg.name})", shown),

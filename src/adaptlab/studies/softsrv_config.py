@@ -155,6 +155,9 @@ class Config:
     filter applies to the whole pool, test included: shorter problems are easier ones."""
     boolq_questions: str = "corpora/boolq/questions.jsonl"
     boolq_passages: str = "corpora/tone/passages.jsonl"
+    parse_labels: str = "corpora/softsrv/parse-labels.jsonl"
+    """Model-written samples, each labeled by reading it: is it a usable item of its domain
+    (and is its content right)? The parse check is measured against them ("" = not measured)."""
     n_synthetic: int = 24
     """Samples each method generates in its first round (MAUVE, diversity and memorization are
     measured on exactly these, so on equal sets)."""
@@ -349,6 +352,11 @@ class MatchStage:
     features: str
     mauve_buckets: int
     seed: int
+
+
+@dataclass
+class ParseCheckStage:
+    domains: list[str]
 
 
 @dataclass

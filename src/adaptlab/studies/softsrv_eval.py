@@ -9,13 +9,16 @@ from pathlib import Path
 import numpy as np
 
 from .. import progress
+from ..data.corpus import load_records
+from ..errors import AdaptlabError, InputError
 from ..evaluate import stats
 from ..evaluate.compare import System, answer, rate_table
 from ..io import read_json, read_jsonl, write_json, write_jsonl
 from ..lm.base import GenParams
 from ..report.render import table
 from . import softsrv_domains as D
-from .softsrv_config import REFERENCE, EvaluateStage, MetricsStage, TableStage, kind_of
+from .softsrv_config import (REFERENCE, EvaluateStage, MetricsStage, ParseCheckStage,
+                             TableStage, kind_of)
 
 UNTUNED = "student (untuned)"
 TARGETS = "targets (fit)"
@@ -151,6 +154,76 @@ def metrics_stage(c: MetricsStage, inputs: dict[str, Path], ctx) -> dict:
     ctx.data[f"softsrv_metrics_{c.domain}"] = result
     return {"n_train": n_train, **{f"{m}/mauve": r["mauve"] for m, r in per.items()},
             **{f"{m}/parse_rate": r["parse_rate"] for m, r in per.items()}}
+
+
+# -- the parse check against hand labels -------------------------------------------------------
+def label_check(rec, path: str, n: int) -> None:
+    """One line of the parse labels file: domain, text, usable (bool), correct (bool or null)."""
+    if not isinstance(rec, dict):
+        raise InputError(path, n, None, "expected an object")
+    if rec.get("domain") not in SCORE:
+        raise InputError(path, n, "domain", f"expected one of {', '.join(SCORE)}")
+    if not isinstance(rec.get("text"), str):
+        raise InputError(path, n, "text", "expected a string")
+    if not isinstance(rec.get("usable"), bool):
+        raise InputError(path, n, "usable", "expected true or false")
+    if rec.get("correct") is not None and not isinstance(rec["correct"], bool):
+        raise InputError(path, n, "correct", "expected true, false or null")
+
+
+def parse_check(labels: list[dict]) -> dict:
+    """The parse check (`softsrv_domains.parse`) against hand labels: agreement with `usable`
+    (Wilson interval), false accepts (parses, labeled unusable: a bad record reaches training),
+    false rejects (a usable sample dropped); and, among the parsed samples labeled for content,
+    the share labeled correct (the check tests form, not content)."""
+    out = {}
+    for d in dict.fromkeys(r["domain"] for r in labels):
+        rows = [r for r in labels if r["domain"] == d]
+        parsed = [D.parse(d, r["text"])[0] is not None for r in rows]
+        agree = [p == r["usable"] for p, r in zip(parsed, rows)]
+        content = [r["correct"] for p, r in zip(parsed, rows) if p and r.get("correct") is not None]
+        out[d] = {"n": len(rows), "usable": sum(r["usable"] for r in rows),
+                  "parsed": sum(parsed), "agree": sum(agree),
+                  "accuracy": round(sum(agree) / len(rows), 4),
+                  "ci": [round(x, 4) for x in stats.wilson(sum(agree), len(rows))],
+                  "false_accepts": sum(p and not r["usable"] for p, r in zip(parsed, rows)),
+                  "false_rejects": sum(r["usable"] and not p for p, r in zip(parsed, rows)),
+                  "parsed_labeled_for_content": len(content), "parsed_correct": sum(content),
+                  "disagreements": [{"method": r.get("method", ""), "sample": r.get("sample"),
+                                     "usable": r["usable"], "parses": p, "note": r.get("note", "")}
+                                    for p, r in zip(parsed, rows) if p != r["usable"]]}
+    return out
+
+
+def parse_check_stage(c: ParseCheckStage, inputs: dict[str, Path], ctx) -> dict:
+    labels = [r for r in load_records(inputs["labels"], label_check) if r["domain"] in c.domains]
+    if not labels:
+        raise AdaptlabError(f"{inputs['labels']}: no labeled samples of {', '.join(c.domains)}")
+    res = parse_check(labels)
+    write_json(ctx.dir / "parse-check.json", res)
+    rows = [{"domain": d, "labeled": r["n"], "usable (label)": r["usable"], "parses": r["parsed"],
+             "agreement [95% CI]": stats.fmt_ci(r["accuracy"], tuple(r["ci"])),
+             "false accepts": r["false_accepts"], "false rejects": r["false_rejects"],
+             "parsed and correct": f"{r['parsed_correct']} of {r['parsed_labeled_for_content']}"}
+            for d, r in res.items()]
+    ctx.section("The parse check, against hand labels", rank=13, table=table(rows), text=(
+        f"{sum(r['n'] for r in res.values())} samples written by this study's methods "
+        f"({inputs['labels']}), each labeled by reading it: usable (a complete item of the "
+        "domain once unfinished or stray text at its ends is cut: code, a function with its "
+        "signature, docstring and body; word problems, a question and an answer ending in a "
+        "number; yes/no, a passage, a question and a yes/no answer) and, where usable, correct "
+        "(the code does what its docstring says, the arithmetic is right, the answer follows "
+        "from the passage). Agreement: the parse check's verdict equals the usable label. "
+        "False accepts reach training as records; false rejects are usable samples dropped. "
+        "The parse check tests form only: 'parsed and correct' is how many of the parsed "
+        "samples are also right in content. The labeled samples come from one run of the CPU "
+        "default, so this measures the check on outputs of these generators."))
+    rows = [{"domain": d, **{k: v for k, v in x.items()}} for d, r in res.items()
+            for x in r["disagreements"]]
+    if rows:
+        ctx.section("The parse check: where it disagrees with the labels", rank=82,
+                    table=table(rows))
+    return {f"{d}/parse_check_accuracy": r["accuracy"] for d, r in res.items()}
 
 
 # -- the students on the test items -----------------------------------------------------------
