@@ -138,7 +138,9 @@ def metrics_stage(c: MetricsStage, inputs: dict[str, Path], ctx) -> dict:
         rows, list(dict.fromkeys(k for r in rows for k in r))), text=(
         f"MAUVE (MiniLM features, against the {len(heldout)} heldout targets; 95% percentile "
         f"bootstrap interval over {c.mauve_boot} draws resampling both sets; MAUVE - "
-        f"{REFERENCE}: the paired difference, the same heldout resample in each draw), "
+        f"{REFERENCE}: the paired difference, the same heldout resample in each draw; "
+        f"resampling adds mismatch between two sets, so the draws sit below a high score and "
+        f"a point near 1 can lie above its interval), "
         f"distinct-n and "
         f"self-BLEU on each method's first {c.n} samples, as sampled; exact / near: share of "
         f"them equal to a fit target, or with >= {c.near:.0%} of their {c.memorization_n}-grams "
