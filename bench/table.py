@@ -141,7 +141,9 @@ def teacher_table(r: dict) -> str:
         if agree:
             cells.append(_frac(c.get("agree_fp32")))
         lines.append("| " + " | ".join(cells) + " |")
-    return head + "\n".join(lines) + "\n"
+    tail = "".join(f"\n{_TEACHER_LABELS.get(f['contender'], f['contender'])}: failed "
+                   f"({f['error']}), no row.\n" for f in r.get("failed", []))
+    return head + "\n".join(lines) + "\n" + tail
 
 
 def profile_table(r: dict) -> str:

@@ -94,6 +94,10 @@ def test_teacher_table_renders_rows_and_agreement(tmp_path):
     for r in no_agree["rows"]:
         r.pop("agree_fp32", None)
     assert "agrees with fp32" not in table.teacher_table(no_agree)
+    assert "failed" not in text
+    broken = _teacher()
+    broken["failed"] = [{"contender": "llamacpp", "error": "with exit code -4"}]
+    assert "LlamaCppLM (GGUF as shipped): failed (with exit code -4), no row." in table.teacher_table(broken)
     # render() picks up teacher.json next to the training results
     (tmp_path / "train_sft.json").write_text(json.dumps(_fast_train()))
     (tmp_path / "teacher.json").write_text(json.dumps(_teacher()))
