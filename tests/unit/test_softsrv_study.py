@@ -493,18 +493,23 @@ def test_the_shipped_parse_labels_cover_every_domain_and_method():
         assert {r["usable"] for r in labels if r["domain"] == d} == {True, False}
 
 
-def test_bad_parse_labels_are_refused_before_the_run(tmp_path):
+@pytest.mark.parametrize("line, kw, msg", [
+    ('{"domain": "code", "text": "x", "usable": "yes"}', {}, "labels.jsonl:1: usable: expected true or false"),
+    ('{"domain": "poetry", "text": "x", "usable": true}', {}, "labels.jsonl:1: domain: expected one of"),
+    ('{"domain": "code", "text": "x", "usable": true, "correct": "yes"}', {},
+     "labels.jsonl:1: correct: expected true, false or null"),
+    ('{"domain": "code", "text": "x", "usable": true}', {"domains": ["boolq"]}, "no labeled samples of boolq"),
+])
+def test_bad_parse_labels_are_refused_before_the_run(tmp_path, line, kw, msg):
     bad = tmp_path / "labels.jsonl"
-    bad.write_text('{"domain": "code", "text": "x", "usable": "yes"}\n')
-    with pytest.raises(InputError, match="labels.jsonl:1: usable: expected true or false"):
-        study.check(config(parse_labels=str(bad)))
-    bad.write_text('{"domain": "poetry", "text": "x", "usable": true}\n')
-    with pytest.raises(InputError, match="labels.jsonl:1: domain: expected one of"):
-        study.check(config(parse_labels=str(bad)))
-    bad.write_text('{"domain": "code", "text": "x", "usable": true}\n')
-    with pytest.raises(AdaptlabError, match="no labeled samples of boolq"):
-        study.check(config(parse_labels=str(bad), domains=["boolq"]))
+    bad.write_text(line + "\n")
+    with pytest.raises(AdaptlabError, match=msg):
+        study.check(config(parse_labels=str(bad), **kw))
+
+
+def test_no_parse_labels_is_no_parse_check():
     study.check(config(parse_labels=""))  # not measured: nothing to read
+    assert "parse-check" not in [s.name for s in study.stages(config(parse_labels=""))]
 
 
 def test_generate_resumes_from_its_journal(tmp_path, monkeypatch):
