@@ -372,6 +372,7 @@ def test_simulation_with_sampling_is_reproducible_by_seed(lm, tmp_path):
     assert sim(8, "c.jsonl") != first  # the seed really drives the sampling
 
 
+@pytest.mark.slow  # the default kill trials compare adapter bytes across processes too
 def test_same_seed_same_adapter_bytes_across_processes(tmp_path):
     import hashlib
     import os
