@@ -133,7 +133,9 @@ def _bootstrap_p(diff: float, boot: np.ndarray) -> float:
     return min(1.0, 2 * (int(other) + 1) / (len(boot) + 1))
 
 
-bootstrap_p = _bootstrap_p  # for callers with their own resamples (MAUVE's)
+# for callers with their own resamples (MAUVE's)
+bootstrap_p = _bootstrap_p
+percentile_ci = _percentile_ci
 
 
 def paired_bootstrap(a: list[float], b: list[float], level: float = 0.95, n_boot: int = 2000,

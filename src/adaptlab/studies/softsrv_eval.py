@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from .. import progress
 from ..data.corpus import load_records
 from ..errors import AdaptlabError, InputError
@@ -63,17 +61,15 @@ def _mauve_intervals(per: dict, reference: dict, texts: dict[str, list[str]], he
                            seed=c.seed, **kw)
     for name, b in boot.items():
         row = reference if name == TARGETS else per[name]
-        lo, hi = np.quantile(b, [0.025, 0.975])
-        row["mauve_ci"] = [round(float(lo), 4), round(float(hi), 4)]
+        row["mauve_ci"] = [round(x, 4) for x in stats.percentile_ci(b, 0.95)]
     ref = boot.get(REFERENCE)
     for m in per:
         if m == REFERENCE or ref is None or m not in boot:
             continue
         d = boot[m] - ref
         diff = per[m]["mauve"] - per[REFERENCE]["mauve"]
-        lo, hi = np.quantile(d, [0.025, 0.975])
         per[m][f"mauve_vs_{REFERENCE}"] = {"diff": round(diff, 4),
-                                            "ci": [round(float(lo), 4), round(float(hi), 4)],
+                                            "ci": [round(x, 4) for x in stats.percentile_ci(d, 0.95)],
                                             "p": round(stats.bootstrap_p(diff, d), 4)}
 
 
@@ -107,10 +103,10 @@ def metrics_stage(c: MetricsStage, inputs: dict[str, Path], ctx) -> dict:
     method on the same number of records (the smallest count among them: its first parsable
     samples in order), so downstream scores compare data of equal size."""
     fit, heldout = _texts(inputs["fit"]), _texts(inputs["heldout"])
-    per, sets = {}, {}
+    per, sets, firsts = {}, {}, {}
     for m in c.methods:
         samples = read_jsonl(inputs[m])
-        first = [s["text"] for s in samples if s["round"] == 0]
+        first = firsts[m] = [s["text"] for s in samples if s["round"] == 0]
         progress.log(f"metrics {c.domain}/{m}: {len(first)} samples")
         sets[m] = [s["record"] for s in samples if s["ok"]]
         per[m] = {**intrinsic(first, heldout, fit, c), "attempted": len(samples),
@@ -118,7 +114,6 @@ def metrics_stage(c: MetricsStage, inputs: dict[str, Path], ctx) -> dict:
                   "rounds": samples[-1]["round"] + 1,
                   "unparsable": dict(Counter(s["reason"] for s in samples if not s["ok"]))}
     reference = intrinsic(fit[:c.n], heldout, None, c)
-    firsts = {m: [s["text"] for s in read_jsonl(inputs[m]) if s["round"] == 0] for m in c.methods}
     _mauve_intervals(per, reference, firsts | {TARGETS: fit[:c.n]}, heldout, c)
     eligible = [m for m in c.methods if len(sets[m]) >= c.min_train]
     n_train = min((len(sets[m]) for m in eligible), default=0)
@@ -220,7 +215,7 @@ def parse_check_stage(c: ParseCheckStage, inputs: dict[str, Path], ctx) -> dict:
         "The parse check tests form only: 'parsed and correct' is how many of the parsed "
         "samples are also right in content. The labeled samples come from one run of the CPU "
         "default, so this measures the check on outputs of these generators."))
-    rows = [{"domain": d, **{k: v for k, v in x.items()}} for d, r in res.items()
+    rows = [{"domain": d, **x} for d, r in res.items()
             for x in r["disagreements"]]
     if rows:
         ctx.section("The parse check: where it disagrees with the labels", rank=82,
