@@ -156,13 +156,17 @@ def profile_table(r: dict) -> str:
 
 
 def _tables(res: dict) -> list:
-    """(result name, table function) in the order the tables are shown."""
-    teachers = sorted((k for k in res if k == "teacher" or k.startswith("teacher-")),
-                      key=lambda k: (k != "teacher", k))
-    return [("train_sft", train_table), ("train_sft-bf16", train_table),
-            *((k, teacher_table) for k in teachers),
+    """(result name, table function) in the order the tables are shown. A result kept from another
+    machine, `<name>@<tag>.json` (renamed by hand before a rerun overwrites `<name>.json`), follows
+    its `<name>`'s table."""
+    teachers = sorted((k for k in res if k.split("@")[0] == "teacher" or k.startswith("teacher-")),
+                      key=lambda k: (k.split("@")[0] != "teacher", k))
+    plan = [("train_sft", train_table), ("train_sft-bf16", train_table),
+            *((k, teacher_table) for k in teachers if "@" not in k),
             ("generate", generate_table), ("generate-bf16", generate_table),
             ("profile_train", profile_table)]
+    return [(k, fn) for name, fn in plan
+            for k in [name, *sorted(k for k in res if k.startswith(name + "@"))]]
 
 
 def render(results: Path = RESULTS, gpu: bool = False) -> str:

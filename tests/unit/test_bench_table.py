@@ -103,3 +103,18 @@ def test_teacher_table_renders_rows_and_agreement(tmp_path):
     (tmp_path / "teacher.json").write_text(json.dumps(_teacher()))
     out = table.render(tmp_path)
     assert out.index("**LoRA SFT**") < out.index("**Teacher generation**")
+
+
+def test_a_run_kept_from_another_machine_follows_its_current_table(tmp_path):
+    kept = _teacher()
+    kept["machine"] = {"cpu": "Other CPU"}
+    kept["rows"][2]["tokens_per_s"] = 11.11
+    (tmp_path / "teacher.json").write_text(json.dumps({**_teacher(), "machine": {"cpu": "This CPU"}}))
+    (tmp_path / "teacher@other.json").write_text(json.dumps(kept))
+    (tmp_path / "train_sft.json").write_text(json.dumps({**_fast_train(), "machine": {"cpu": "This CPU"}}))
+    out = table.render(tmp_path)
+    assert out.count("**Teacher generation**") == 2
+    assert out.index("on This CPU") < out.index("| 30.3 |") < out.index("on Other CPU") < out.index("| 11.1 |")
+    # the kept run is shown once, after the current one, not among the other models' teacher-* tables
+    res = {"teacher": 1, "teacher@other": 1, "teacher-big": 1}
+    assert [k for k, _ in table._tables(res) if k in res] == ["teacher", "teacher@other", "teacher-big"]
