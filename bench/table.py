@@ -159,10 +159,10 @@ def _tables(res: dict) -> list:
     """(result name, table function) in the order the tables are shown. A result kept from another
     machine, `<name>@<tag>.json` (renamed by hand before a rerun overwrites `<name>.json`), follows
     its `<name>`'s table."""
-    teachers = sorted((k for k in res if k.split("@")[0] == "teacher" or k.startswith("teacher-")),
-                      key=lambda k: (k.split("@")[0] != "teacher", k))
+    teachers = sorted((k for k in res if "@" not in k and (k == "teacher" or k.startswith("teacher-"))),
+                      key=lambda k: (k != "teacher", k))
     plan = [("train_sft", train_table), ("train_sft-bf16", train_table),
-            *((k, teacher_table) for k in teachers if "@" not in k),
+            *((k, teacher_table) for k in teachers),
             ("generate", generate_table), ("generate-bf16", generate_table),
             ("profile_train", profile_table)]
     return [(k, fn) for name, fn in plan
