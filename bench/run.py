@@ -1,6 +1,6 @@
 """Run every benchmark, then print the Markdown table.
 
-    python -m bench.run           # full: 12 training steps, 32 prompts at batch 1/4/8/16/32, teacher
+    python -m bench.run           # full: 30 training steps (one epoch), 32 prompts at batch 1/4/8/16/32, teacher
     python -m bench.run --quick   # smoke check: 3 steps, 8 prompts; results under bench/results/quick/
     python -m bench.run --only teacher   # the teacher benchmark alone (bench.teacher)
     python -m bench.run --device cuda --precision bf16 --random-init   # GPU: bench/results/gpu-*.json
@@ -22,7 +22,7 @@ from .common import ENV, RESULTS, set_target
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--steps", type=int, default=12, help="optimizer steps per training contender")
+    p.add_argument("--steps", type=int, default=30, help="optimizer steps per training contender (30 = one epoch of the 120 chats)")
     p.add_argument("--only", choices=["train", "generate", "teacher"], help="run one benchmark")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]; results go to gpu-*.json on a GPU")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",

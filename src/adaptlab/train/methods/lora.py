@@ -29,6 +29,10 @@ def attach(cfg: TuneConfig, model, tok):
     for p in model.parameters():  # LoRA weights train in fp32 whatever the base precision
         if p.requires_grad:
             p.data = p.data.float()
+    if cfg.fused_lora:
+        from ..fused_lora import fuse
+
+        fuse(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, tok
