@@ -5,12 +5,14 @@ Held equal: model (SmolLM2-135M-Instruct, fp32), the same 120 chats of varied le
 (30 by default: one epoch, so every contender trains on the same 120 chats, each in its own
 order), seed 0, no checkpoint saving. Everything else is each stack's default (TRL: gradient checkpointing
 on, loss on the whole sequence, random order, no warmup; adaptlab: no checkpointing, loss on
-assistant tokens, length-grouped batches). The learning-rate schedule is held equal: linear decay
+assistant tokens, random batches packed into one row each). The learning-rate schedule is held equal: linear decay
 from lr, no warmup (TRL's default; adaptlab's own default warms up for 2 steps). `trl-nogc` is TRL with only gradient
 checkpointing switched off, to show how much of the gap that one default explains;
 `adaptlab-gc` is adaptlab with `gradient_checkpointing=true`, its memory against its time;
 `adaptlab-peft` is adaptlab with `fused_lora=false` (PEFT's own LoRA forward instead of
-`adaptlab.train.fused_lora`), to show what the fused layers buy.
+`adaptlab.train.fused_lora`), to show what the fused layers buy; `adaptlab-grouped` is adaptlab
+with `batching=grouped` (length-grouped padded batches instead of random packed ones), to show
+what the order costs or buys.
 
 `trl-fast` is TRL with its own speed options on, as a user who cares about speed sets them:
 
@@ -53,7 +55,7 @@ included, since only its Triton path compacts to the labelled ones). 4 per param
 attention scores, LoRA's own matmuls, gradient checkpointing's recomputation, TRL's recomputation
 of the head's tiles in its backward.
 
-    python -m bench.train_sft [--steps 30] [--contenders adaptlab,adaptlab-peft,adaptlab-gc,trl,trl-nogc,trl-fast]
+    python -m bench.train_sft [--steps 30] [--contenders adaptlab,adaptlab-peft,adaptlab-grouped,adaptlab-gc,trl,trl-nogc,trl-fast]
 """
 from __future__ import annotations
 
@@ -70,7 +72,8 @@ from .common import (MODEL, chat_examples, load_bench_model, matmul_flops, machi
 
 LORA = dict(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 BATCH, LR, MAX_LEN, SEED = 4, 2e-4, 512, 0
-CONTENDERS = ("adaptlab", "adaptlab-peft", "adaptlab-gc", "trl", "trl-nogc", "trl-fast")
+CONTENDERS = ("adaptlab", "adaptlab-peft", "adaptlab-grouped", "adaptlab-gc", "trl", "trl-nogc",
+              "trl-fast")
 
 
 # -- shared measurement ------------------------------------------------------------------------
@@ -219,9 +222,11 @@ def child_probe(steps: int) -> dict:
             "matmul_flops": matmul_flops(n, 5, dtype)}
 
 
-def child_adaptlab(steps: int, gradient_checkpointing: bool = False, fused_lora: bool = True) -> dict:
+def child_adaptlab(steps: int, gradient_checkpointing: bool = False, fused_lora: bool = True,
+                   batching: str = "packed") -> dict:
     """adaptlab's loop at its defaults; `adaptlab-gc` with `gradient_checkpointing=true` (its
-    memory against time); `adaptlab-peft` with `fused_lora=false` (PEFT's own LoRA forward)."""
+    memory against time); `adaptlab-peft` with `fused_lora=false` (PEFT's own LoRA forward);
+    `adaptlab-grouped` with `batching=grouped` (length-grouped padded batches)."""
     import csv
     from dataclasses import replace
 
@@ -244,7 +249,8 @@ def child_adaptlab(steps: int, gradient_checkpointing: bool = False, fused_lora:
                      lora_dropout=LORA["lora_dropout"], target_modules=LORA["target_modules"],
                      lr=LR, max_steps=steps, batch_size=BATCH, grad_accum=1, max_length=MAX_LEN,
                      seed=SEED, save_every=0, warmup_steps=0,
-                     gradient_checkpointing=gradient_checkpointing, fused_lora=fused_lora)
+                     gradient_checkpointing=gradient_checkpointing, fused_lora=fused_lora,
+                     batching=batching)
     with tempfile.TemporaryDirectory(prefix="bench-adaptlab-") as out:
         summary = tune(cfg, train, out, factory=replace(lora.LORA, build=build))
         with open(Path(out) / "loss.csv", newline="") as f:
@@ -253,11 +259,12 @@ def child_adaptlab(steps: int, gradient_checkpointing: bool = False, fused_lora:
     cum = [0.0] + [float(r["seconds"]) for r in log]
     step_s = [b - a for a, b in zip(cum, cum[1:])]
     model, tok, counter = grabbed["model"], grabbed["tok"], grabbed["counter"]
-    name = ("adaptlab-gc" if gradient_checkpointing else "adaptlab") + ("" if fused_lora else "-peft")
+    name = ("adaptlab-gc" if gradient_checkpointing else "adaptlab") + ("" if fused_lora else "-peft") \
+        + ("" if batching == "packed" else f"-{batching}")
     res = _summary(name, step_s, counter, grabbed["heads"], model.get_base_model(),
                    {"final_train_loss": float(log[-1]["loss"]), "train_loss_on": "assistant tokens",
                     "gradient_checkpointing": gradient_checkpointing, "fused_lora": fused_lora,
-                    "tokens_counted_by_tune": summary["tokens_this_session"],
+                    "batching": batching, "tokens_counted_by_tune": summary["tokens_this_session"],
                     **val_loss(model, tok, val)})
     res["peak_rss_mb_train"] = rss
     return res
@@ -388,6 +395,7 @@ def _child_trl(steps: int, name: str) -> dict:
 CHILDREN = {"base": child_base, "probe": child_probe, "adaptlab": child_adaptlab,
             "adaptlab-gc": lambda steps: child_adaptlab(steps, gradient_checkpointing=True),
             "adaptlab-peft": lambda steps: child_adaptlab(steps, fused_lora=False),
+            "adaptlab-grouped": lambda steps: child_adaptlab(steps, batching="grouped"),
             **{name: (lambda steps, name=name: _child_trl(steps, name))
                for name in ("trl", "trl-nogc", "trl-fast")}}
 

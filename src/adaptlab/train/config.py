@@ -62,6 +62,13 @@ class TuneConfig:
     """Micro-steps per optimizer step (the step averages their losses)."""
     max_length: int = 512
     """Longest example in tokens."""
+    batching: Literal["packed", "grouped"] = "packed"
+    """packed: random batches, each micro-batch's examples end to end in one row (per-example
+    positions, attention kept within each example; no padding); checked against padded logits
+    when training starts, and grouped where the model does not keep packed examples apart.
+    grouped: padded batches of similar length (little padding, but examples of a similar
+    length train together: on the benchmark's chats, where length follows the kind of chat,
+    validation loss 2.137 against 2.113 packed). method=prompt always trains grouped."""
     truncate: bool = False
     """Cut examples longer than max_length instead of refusing them."""
     seed: int = 0

@@ -29,7 +29,7 @@ from typing import Any, Callable
 from .. import progress
 from ..errors import AdaptlabError
 from ..io import write_json
-from .batches import collate, global_batch, run_batches, tokenize, total_steps
+from .batches import collate, collate_packed, global_batch, run_batches, tokenize, total_steps
 from .checkpoint import latest_checkpoint, load_progress, load_weights, save_checkpoint
 from .config import TuneConfig
 from .dist import (accelerator, is_fsdp, labelled, load_optimizer_state, optimizer_state, shard,
@@ -59,6 +59,7 @@ class TrainState:
     micro: list[list[int]]  # the global micro-batches of the whole run, in order
     total: int  # optimizer steps
     head_only: bool
+    packed: bool = False  # micro-batches packed into one row each (cfg.batching, if the model allows)
     step: int = 0
     logs: dict = field(default_factory=lambda: {"loss": [], "eval": []})
     tokens: int = 0
@@ -100,9 +101,11 @@ def setup(cfg: TuneConfig, examples: list[dict], out: str | Path, source: str = 
                             weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(cfg, total))
     model, opt = acc.prepare(model, opt)
+    packed = cfg.batching == "packed" and cfg.method != "prompt" and _packing_ok(acc, model, rows)
     state = TrainState(cfg, Path(out), factory, acc, model, tok, rows, opt, sched,
-                       run_batches(cfg, [len(r[0]) for r in rows], total, acc.num_processes),
-                       total, factory.head_only and _head_only_ok(acc, model))
+                       run_batches(cfg, [len(r[0]) for r in rows], total, acc.num_processes,
+                                   grouped=not packed),
+                       total, factory.head_only and _head_only_ok(acc, model), packed)
     if ckpt is not None:
         _resume(state, ckpt)
     if state.world > 1:
@@ -160,21 +163,51 @@ def _head_only_ok(acc, model) -> bool:
                             "final_logit_softcapping", None))
 
 
-def _loss(acc, model, ids, mask, labels, head_only: bool):
+def _packing_ok(acc, model, rows) -> bool:
+    """Does the model keep packed examples apart? The logits of the two shortest examples packed
+    into one row (`collate_packed`) against each one alone, at eval and without gradients; the
+    same on every rank (the same model and rows). Logs and returns False where they differ."""
+    import torch
+
+    pick = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))[:2]
+    if len(pick) < 2:
+        return True
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            ids, pos, _ = collate_packed(rows, pick, acc.device)
+            packed = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0].float()
+            alone = torch.cat([model(input_ids=collate_packed(rows, [i], acc.device)[0],
+                                     use_cache=False).logits[0].float() for i in pick])
+    finally:
+        model.train(was)
+    diff = float((packed - alone).abs().max()) if packed.shape == alone.shape else float("inf")
+    ok = diff <= 1e-3 * max(1.0, float(alone.abs().max()))
+    if not ok and acc.is_main_process:
+        progress.log(f"batching=packed: this model mixes packed examples (logits differ by "
+                     f"{diff:.3g}); training on length-grouped padded batches instead")
+    return ok
+
+
+def _loss(acc, model, ids, mask, labels, head_only: bool, position_ids=None):
     """Mean cross-entropy over the labelled (assistant) tokens.
 
     With `head_only`, the decoder runs on every position but the LM head only on the positions
     that carry a label: in a chat most positions are prompt, and the head (vocab x hidden) is a
     fifth of a 135M model's FLOPs and, in fp32 logits, its largest activation. Same value as the
-    full forward's loss up to summation order.
+    full forward's loss up to summation order. With `position_ids` (a row of `collate_packed`:
+    positions restart with every example, no mask), transformers keeps each example's attention
+    to itself.
     """
     import torch.nn.functional as F
 
+    packed = {} if position_ids is None else {"position_ids": position_ids, "use_cache": False}
     if not head_only:
-        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        return model(input_ids=ids, attention_mask=mask, labels=labels, **packed).loss
     base = _base(acc, model)
     with acc.autocast():
-        h = base.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        h = base.get_decoder()(input_ids=ids, attention_mask=mask, **packed).last_hidden_state
         y = labels[:, 1:]
         keep = y != -100
         logits = base.get_output_embeddings()(h[:, :-1][keep])
@@ -217,8 +250,12 @@ def _micro_step(state: TrainState, batch: list[int]) -> float:
     A rank with no share (`shard`) runs one example at weight 0."""
     cfg, acc, world = state.cfg, state.acc, state.world
     mine, real = shard(batch, state.rank, world)
-    ids, mask, labels = collate(state.rows, mine, state.tok.pad_token_id, acc.device)
-    mean = _loss(acc, state.model, ids, mask, labels, state.head_only)
+    if state.packed:
+        ids, pos, labels = collate_packed(state.rows, mine, acc.device)
+        mean = _loss(acc, state.model, ids, None, labels, state.head_only, pos)
+    else:
+        ids, mask, labels = collate(state.rows, mine, state.tok.pad_token_id, acc.device)
+        mean = _loss(acc, state.model, ids, mask, labels, state.head_only)
     weight = labelled(state.rows, mine) * world / labelled(state.rows, batch) if real else 0.0
     loss = mean * weight / cfg.grad_accum
     acc.backward(loss)
