@@ -94,3 +94,91 @@ def test_setup_check_passes_and_notices_a_model_that_mixes_packed_chats(monkeypa
     assert not loop._packing_ok(acc, model, rows)  # one causal mask over the whole row
     assert logged and "grouped" in logged[0]
     assert model.training is False  # left as it was
+
+
+# -- per-example attention (train/segments.py) ---------------------------------------------------
+@pytest.mark.parametrize("head_only", [True, False])
+def test_segmented_attention_loss_equals_padded_loss(head_only):
+    from adaptlab.train import segments
+
+    model, rows, acc = _tiny(), _rows(), _acc()
+    idx = [1, 2, 4, 7]
+    ids, mask, labels = B.collate(rows, idx, 0, "cpu")
+    with torch.no_grad():
+        padded = loop._loss(acc, model, ids, mask, labels, head_only)
+    before = segments.enable(model)
+    assert before == "sdpa" and model.config._attn_implementation == segments.NAME
+    pids, pos, plabels = B.collate_packed(rows, idx, "cpu")
+    with torch.no_grad():
+        seg = loop._loss(acc, model, pids, None, plabels, head_only, pos,
+                         [len(rows[i][0]) for i in idx])
+        again = loop._loss(acc, model, ids, mask, labels, head_only)  # no lengths: plain sdpa
+    segments.restore(model, before)
+    assert model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(seg, padded, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(again, padded, rtol=0, atol=0)
+
+
+def test_segmented_attention_really_splits_the_row(monkeypatch):
+    from adaptlab.train import segments
+
+    model, rows = _tiny(), _rows()
+    segments.enable(model)
+    calls = []
+    import transformers.integrations.sdpa_attention as sa
+
+    real = sa.sdpa_attention_forward
+    monkeypatch.setattr(sa, "sdpa_attention_forward",
+                        lambda m, q, *a, **k: calls.append(q.shape[2]) or real(m, q, *a, **k))
+    pids, pos, _ = B.collate_packed(rows, [0, 1, 2], "cpu")
+    lengths = [len(rows[i][0]) for i in (0, 1, 2)]
+    with torch.no_grad():
+        model(input_ids=pids, position_ids=pos, use_cache=False, **{segments.KEY: lengths})
+        with pytest.raises(ValueError, match="do not cover"):
+            model(input_ids=pids, position_ids=pos, use_cache=False, **{segments.KEY: lengths[:2]})
+    assert calls[: 2 * 3] == lengths * 2  # 2 layers, one sdpa call per chat each
+    segments.restore(model, "sdpa")
+
+
+def test_enable_leaves_other_attention_implementations_alone():
+    from adaptlab.train import segments
+
+    model = _tiny()
+    model.set_attn_implementation("eager")
+    assert segments.enable(model) is None and model.config._attn_implementation == "eager"
+
+
+def test_tune_trains_packed_through_segments_and_saves_the_model_as_it_came(tmp_path, monkeypatch):
+    from adaptlab.train import TuneConfig, segments
+    from adaptlab.train.methods import lora
+
+    tiny = _tiny()
+    seen = {}
+
+    def build(cfg):
+        return lora.attach(cfg, tiny, _Tok())
+
+    real_step = loop._micro_step
+
+    def spy(state, batch):
+        seen.setdefault("impl", _base_impl(state))
+        seen["packed"] = state.packed
+        return real_step(state, batch)
+
+    monkeypatch.setattr(loop, "_micro_step", spy)
+    monkeypatch.setattr(loop, "tokenize", lambda tok, ex, *a, **k: _rows(12))
+    from dataclasses import replace
+
+    cfg = TuneConfig(max_steps=2, batch_size=4, save_every=0, warmup_steps=0)
+    loop.tune(cfg, [{}] * 12, tmp_path / "out", factory=replace(lora.LORA, build=build,
+                                                                 save=lambda *a: None))
+    assert seen == {"impl": segments.NAME, "packed": True}
+    assert tiny.config._attn_implementation == "sdpa"
+
+
+class _Tok:
+    pad_token_id = 0
+
+
+def _base_impl(state):
+    return loop._base(state.acc, state.model).config._attn_implementation

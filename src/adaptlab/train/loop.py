@@ -38,6 +38,7 @@ from .factory import ModelFactory
 from .formatters import Formatter, formatter_for
 from .logs import write_logs, write_tensorboard
 from .methods import FACTORIES
+from . import segments
 
 EvalHook = Callable[[int, object, object], dict]  # (step, model, tokenizer) -> metrics
 
@@ -60,6 +61,7 @@ class TrainState:
     total: int  # optimizer steps
     head_only: bool
     packed: bool = False  # micro-batches packed into one row each (cfg.batching, if the model allows)
+    attn_before: str | None = None  # the attention implementation `segments` replaced, if it did
     step: int = 0
     logs: dict = field(default_factory=lambda: {"loss": [], "eval": []})
     tokens: int = 0
@@ -101,11 +103,18 @@ def setup(cfg: TuneConfig, examples: list[dict], out: str | Path, source: str = 
                             weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(cfg, total))
     model, opt = acc.prepare(model, opt)
-    packed = cfg.batching == "packed" and cfg.method != "prompt" and _packing_ok(acc, model, rows)
+    packed, attn_before = cfg.batching == "packed" and cfg.method != "prompt", None
+    if packed:
+        attn_before = segments.enable(_base(acc, model))
+        if attn_before is not None and not _packing_ok(acc, model, rows, segmented=True):
+            segments.restore(_base(acc, model), attn_before)
+            attn_before = None
+        packed = attn_before is not None or _packing_ok(acc, model, rows)
     state = TrainState(cfg, Path(out), factory, acc, model, tok, rows, opt, sched,
                        run_batches(cfg, [len(r[0]) for r in rows], total, acc.num_processes,
                                    grouped=not packed),
-                       total, factory.head_only and _head_only_ok(acc, model), packed)
+                       total, factory.head_only and _head_only_ok(acc, model), packed,
+                       attn_before)
     if ckpt is not None:
         _resume(state, ckpt)
     if state.world > 1:
@@ -163,10 +172,12 @@ def _head_only_ok(acc, model) -> bool:
                             "final_logit_softcapping", None))
 
 
-def _packing_ok(acc, model, rows) -> bool:
+def _packing_ok(acc, model, rows, segmented: bool = False) -> bool:
     """Does the model keep packed examples apart? The logits of the two shortest examples packed
     into one row (`collate_packed`) against each one alone, at eval and without gradients; the
-    same on every rank (the same model and rows). Logs and returns False where they differ."""
+    same on every rank (the same model and rows). With `segmented`, through `segments`'
+    per-example attention, else through transformers' mask from the position_ids. Logs and
+    returns False where they differ."""
     import torch
 
     pick = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))[:2]
@@ -177,7 +188,9 @@ def _packing_ok(acc, model, rows) -> bool:
     try:
         with torch.no_grad():
             ids, pos, _ = collate_packed(rows, pick, acc.device)
-            packed = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0].float()
+            extra = {segments.KEY: [len(rows[i][0]) for i in pick]} if segmented else {}
+            packed = model(input_ids=ids, position_ids=pos, use_cache=False,
+                           **extra).logits[0].float()
             alone = torch.cat([model(input_ids=collate_packed(rows, [i], acc.device)[0],
                                      use_cache=False).logits[0].float() for i in pick])
     finally:
@@ -186,11 +199,12 @@ def _packing_ok(acc, model, rows) -> bool:
     ok = diff <= 1e-3 * max(1.0, float(alone.abs().max()))
     if not ok and acc.is_main_process:
         progress.log(f"batching=packed: this model mixes packed examples (logits differ by "
-                     f"{diff:.3g}); training on length-grouped padded batches instead")
+                     f"{diff:.3g}" + ("; per-example attention: trying the mask" if segmented else
+                                     "); training on length-grouped padded batches instead"))
     return ok
 
 
-def _loss(acc, model, ids, mask, labels, head_only: bool, position_ids=None):
+def _loss(acc, model, ids, mask, labels, head_only: bool, position_ids=None, lengths=None):
     """Mean cross-entropy over the labelled (assistant) tokens.
 
     With `head_only`, the decoder runs on every position but the LM head only on the positions
@@ -198,11 +212,14 @@ def _loss(acc, model, ids, mask, labels, head_only: bool, position_ids=None):
     fifth of a 135M model's FLOPs and, in fp32 logits, its largest activation. Same value as the
     full forward's loss up to summation order. With `position_ids` (a row of `collate_packed`:
     positions restart with every example, no mask), transformers keeps each example's attention
-    to itself.
+    to itself; `lengths` (the examples' lengths, under `segments`' attention) has each one
+    attend to itself alone instead of under a block-diagonal mask.
     """
     import torch.nn.functional as F
 
     packed = {} if position_ids is None else {"position_ids": position_ids, "use_cache": False}
+    if lengths is not None:
+        packed[segments.KEY] = lengths
     if not head_only:
         return model(input_ids=ids, attention_mask=mask, labels=labels, **packed).loss
     base = _base(acc, model)
@@ -252,7 +269,8 @@ def _micro_step(state: TrainState, batch: list[int]) -> float:
     mine, real = shard(batch, state.rank, world)
     if state.packed:
         ids, pos, labels = collate_packed(state.rows, mine, acc.device)
-        mean = _loss(acc, state.model, ids, None, labels, state.head_only, pos)
+        mean = _loss(acc, state.model, ids, None, labels, state.head_only, pos,
+                     [len(state.rows[i][0]) for i in mine] if state.attn_before else None)
     else:
         ids, mask, labels = collate(state.rows, mine, state.tok.pad_token_id, acc.device)
         mean = _loss(acc, state.model, ids, mask, labels, state.head_only)
@@ -318,6 +336,8 @@ def save(state: TrainState) -> dict:
 
     seconds, logs, acc = time.time() - state.t0, state.logs, state.acc
     acc.wait_for_everyone()
+    segments.restore(_base(acc, state.model), state.attn_before)  # the model saves as it came
+    state.attn_before = None
     model = _plain(state)
     summary = {"steps": len(logs["loss"]),
                "final_loss": logs["loss"][-1]["loss"] if logs["loss"] else None,
