@@ -36,7 +36,7 @@ class TuneConfig:
     fused_lora: bool = True
     """Train LoRA layers through one fused autograd function (base matmul, adapter, dropout;
     adaptlab.train.fused_lora): PEFT's math, fewer passes over memory (on the CPU training
-    benchmark 0.35 GB less peak RAM, 1.02-1.07x the tokens/s). Applies in fp32 and bf16; int8 and anything PEFT-specific
+    benchmark 0.31 GB less peak RAM, 1.02-1.07x the tokens/s). Applies in fp32 and bf16; int8 and anything PEFT-specific
     run PEFT's forward. Dropout's p is rounded to a multiple of 1/65536. false = PEFT's forward."""
     num_virtual_tokens: int = 20
     """Soft prompt length in virtual tokens (method=prompt)."""
@@ -66,7 +66,7 @@ class TuneConfig:
     """packed: random batches, each micro-batch's examples end to end in one row (per-example
     positions, attention kept within each example; no padding); checked against padded logits
     when training starts, and grouped where the model does not keep packed examples apart.
-    grouped: padded batches of similar length (little padding and 10% more tokens/s on the
+    grouped: padded batches of similar length (little padding, the same tokens/s on the
     training benchmark, but examples of a similar length train together: on its chats, where
     length follows the kind of chat, validation loss 2.137 against 2.112 packed;
     bench/results/train_sft.json). method=prompt always trains grouped."""

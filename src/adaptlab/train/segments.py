@@ -3,8 +3,9 @@
 A packed row (`batches.collate_packed`) holds a micro-batch's examples end to end. transformers
 keeps them apart with a block-diagonal mask built from the position_ids, and sdpa then computes
 attention over the whole row under that mask: for 4 chats of 150 tokens, a 600 x 600 score
-matrix where 4 x 150 x 150 would do. On the training benchmark that cost packed batches 10% of
-their tokens/s against length-grouped padded ones.
+matrix where 4 x 150 x 150 would do. On the training benchmark that gave packed batches 0.91x
+the tokens/s of length-grouped padded ones (bench/results/train_sft.json as of commit 45aa79d);
+with per-example attention, 1.00x (the file as it is now).
 
 `SEGMENTED` is an attention implementation registered with transformers' `AttentionInterface`:
 given the row's example lengths (the `adaptlab_segments` keyword the training loss passes down
