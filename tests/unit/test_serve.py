@@ -49,6 +49,16 @@ def test_round_trip_through_adaptlab_openai_client():
     assert out == [f"max=5 t=0.7 top_p=0.9 seed=11 | q{i}" for i in (1, 2)]
 
 
+def test_completion_count_never_exceeds_the_budget():
+    """Counts come from re-tokenizing the text, which can give more tokens than were generated
+    (here the fake LM's 7 words at max_tokens=3): the count is capped at the budget."""
+    with served() as server:
+        status, body, _ = request(server, "POST", "/v1/chat/completions", {**CHAT, "max_tokens": 3})
+    assert status == 200
+    assert body["usage"]["completion_tokens"] == 3
+    assert body["choices"][0]["finish_reason"] == "length"
+
+
 def test_response_shape_and_usage():
     with served() as server:
         status, body, _ = request(server, "POST", "/v1/chat/completions", CHAT)

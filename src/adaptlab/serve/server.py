@@ -221,7 +221,7 @@ class OpenAIServer(ThreadingHTTPServer):
             texts = self.lm.chat([r.chat for r in rows], params)
             if len(texts) != len(rows):
                 raise RuntimeError(f"{len(texts)} texts for {len(rows)} chats")
-            answers = [self._answer(r.chat, cut_at_stop(t, params.stop))
+            answers = [self._answer(r.chat, cut_at_stop(t, params.stop), params.max_new_tokens)
                        for r, t in zip(rows, texts)]
         use = self.usage.setdefault(rows[0].model, dict.fromkeys(
             ("generations", "prompt_tokens", "completion_tokens"), 0))
@@ -230,5 +230,9 @@ class OpenAIServer(ThreadingHTTPServer):
         use["completion_tokens"] += sum(a.completion_tokens for a in answers)
         return answers
 
-    def _answer(self, chat: list[dict], text: str) -> Answer:
-        return Answer(text, *_count_tokens(self.lm, chat, text))
+    def _answer(self, chat: list[dict], text: str, max_new_tokens: int) -> Answer:
+        """The text's counts are re-tokenizations (the LM returns text): the decoded text of n
+        generated tokens can re-tokenize to more than n, so the completion count is capped at
+        the budget the generation had."""
+        prompt, completion = _count_tokens(self.lm, chat, text)
+        return Answer(text, prompt, min(completion, max_new_tokens))
