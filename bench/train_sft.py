@@ -116,6 +116,19 @@ class HeadCounter:
 
             fused_module._ChunkedLogProbFunction = Counting
 
+    def wrap(self, module, name: str) -> None:
+        """Count the rows of the first argument of `module.name` too: adaptlab's fused LM head
+        and cross-entropy (`adaptlab.train.head_loss`, called from the training loss as
+        `loop.linear_cross_entropy`) takes the hidden states and the head's weight, not the
+        module."""
+        inner, counter = getattr(module, name), self
+
+        def counting(hidden, *args, **kwargs):
+            counter._count(hidden)
+            return inner(hidden, *args, **kwargs)
+
+        setattr(module, name, counting)
+
     def _count(self, x) -> None:
         import torch
 
@@ -232,6 +245,7 @@ def child_adaptlab(steps: int, gradient_checkpointing: bool = False, fused_lora:
 
     from adaptlab.train.methods import lora
     from adaptlab.train.config import TuneConfig
+    from adaptlab.train import loop
     from adaptlab.train.loop import tune
 
     grabbed = {}
@@ -240,8 +254,9 @@ def child_adaptlab(steps: int, gradient_checkpointing: bool = False, fused_lora:
         # with RANDOM_INIT, LoRA goes on the freshly initialized architecture instead
         model, tok = lora.attach(cfg, *load_bench_model()) if common.RANDOM_INIT else lora.build(cfg)
         base = model.get_base_model()
-        grabbed.update(model=model, tok=tok, counter=TokenCounter(base.base_model),
-                       heads=HeadCounter(base.get_output_embeddings()))
+        heads = HeadCounter(base.get_output_embeddings())
+        heads.wrap(loop, "linear_cross_entropy")
+        grabbed.update(model=model, tok=tok, counter=TokenCounter(base.base_model), heads=heads)
         return model, tok
 
     train, val = chat_examples()

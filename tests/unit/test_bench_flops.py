@@ -60,6 +60,22 @@ def test_head_counter_counts_rows_of_training_forwards_and_the_fused_kernel():
     assert heads.rows == 19
 
 
+def test_head_counter_counts_rows_given_to_adaptlabs_fused_head_loss():
+    torch = pytest.importorskip("torch")
+    from adaptlab.train import head_loss
+
+    head = torch.nn.Linear(4, 7, bias=False)
+    module = SimpleNamespace(linear_cross_entropy=head_loss.linear_cross_entropy)
+    heads = train_sft.HeadCounter(head)
+    heads.wrap(module, "linear_cross_entropy")
+    h = torch.randn(5, 4, requires_grad=True)
+    loss = module.linear_cross_entropy(h, head.weight, None, torch.tensor([0, 1, 2, 3, 4]))
+    assert loss.requires_grad and (heads.rows, heads.calls) == (5, 1)  # the head module not called
+    with torch.no_grad():
+        module.linear_cross_entropy(h, head.weight, None, torch.tensor([0, 1, 2, 3, 4]))
+    assert heads.rows == 5
+
+
 def test_param_split_excludes_embedding_and_lora():
     torch = pytest.importorskip("torch")
 

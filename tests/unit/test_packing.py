@@ -119,6 +119,25 @@ def test_segmented_attention_loss_equals_padded_loss(head_only):
     torch.testing.assert_close(again, padded, rtol=0, atol=0)
 
 
+def test_segmented_attention_gradients_equal_padded_gradients():
+    """The backward through the split segments (one cat of their gradients) is the padded
+    batch's backward."""
+    from adaptlab.train import segments
+
+    model, rows, acc = _tiny(), _rows(), _acc()
+    idx = [1, 2, 4, 7]
+    params = [p for p in model.parameters()]
+    ids, mask, labels = B.collate(rows, idx, 0, "cpu")
+    padded = torch.autograd.grad(loop._loss(acc, model, ids, mask, labels, True), params)
+    before = segments.enable(model)
+    pids, pos, plabels = B.collate_packed(rows, idx, "cpu")
+    seg = torch.autograd.grad(loop._loss(acc, model, pids, None, plabels, True, pos,
+                                         [len(rows[i][0]) for i in idx]), params)
+    segments.restore(model, before)
+    for a, b in zip(seg, padded):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_segmented_attention_really_splits_the_row(monkeypatch):
     from adaptlab.train import segments
 

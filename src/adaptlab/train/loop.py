@@ -38,7 +38,8 @@ from .factory import ModelFactory
 from .formatters import Formatter, formatter_for
 from .logs import write_logs, write_tensorboard
 from .methods import FACTORIES
-from . import segments
+from . import head_loss, segments
+from .head_loss import linear_cross_entropy
 
 EvalHook = Callable[[int, object, object], dict]  # (step, model, tokenizer) -> metrics
 
@@ -210,7 +211,8 @@ def _loss(acc, model, ids, mask, labels, head_only: bool, position_ids=None, len
     With `head_only`, the decoder runs on every position but the LM head only on the positions
     that carry a label: in a chat most positions are prompt, and the head (vocab x hidden) is a
     fifth of a 135M model's FLOPs and, in fp32 logits, its largest activation. Same value as the
-    full forward's loss up to summation order. With `position_ids` (a row of `collate_packed`:
+    full forward's loss up to summation order; a plain linear head and its cross-entropy run as
+    one function there (`head_loss`). With `position_ids` (a row of `collate_packed`:
     positions restart with every example, no mask), transformers keeps each example's attention
     to itself; `lengths` (the examples' lengths, under `segments`' attention) has each one
     attend to itself alone instead of under a block-diagonal mask.
@@ -227,8 +229,19 @@ def _loss(acc, model, ids, mask, labels, head_only: bool, position_ids=None, len
         h = base.get_decoder()(input_ids=ids, attention_mask=mask, **packed).last_hidden_state
         y = labels[:, 1:]
         keep = y != -100
-        logits = base.get_output_embeddings()(h[:, :-1][keep])
-    return F.cross_entropy(logits.float(), y[keep])
+        head, hk, yk = base.get_output_embeddings(), h[:, :-1][keep], y[keep]
+        if _fused_head_ok(head, hk):
+            return linear_cross_entropy(hk, head.weight, head.bias, yk)
+        logits = head(hk)
+    return F.cross_entropy(logits.float(), yk)
+
+
+def _fused_head_ok(head, h) -> bool:
+    """The head and its cross-entropy in one function (`head_loss`): a plain linear head, at
+    least one labelled position, gradients on."""
+    import torch
+
+    return head_loss.applies(head) and h.shape[0] > 0 and torch.is_grad_enabled()
 
 
 def train_step(state: TrainState) -> float:
@@ -375,14 +388,17 @@ def tune(cfg: TuneConfig, examples: list[dict], out: str | Path, source: str = "
     if evals and state.step == 0:  # the curve's starting point: the untrained model
         evaluate(state, eval_hook)
     state.model.train()
-    with _bar(state) as pb:
-        pb.update(state.step)
-        while state.step < state.total:
-            loss = train_step(state)
-            pb.update(1)
-            pb.set_postfix(loss=f"{loss:.3f}")
-            if evals and (state.step % cfg.eval_every == 0 or state.step == state.total):
-                evaluate(state, eval_hook)
-            if cfg.save_every and state.step % cfg.save_every == 0 and state.step < state.total:
-                checkpoint(state)
+    try:
+        with _bar(state) as pb:
+            pb.update(state.step)
+            while state.step < state.total:
+                loss = train_step(state)
+                pb.update(1)
+                pb.set_postfix(loss=f"{loss:.3f}")
+                if evals and (state.step % cfg.eval_every == 0 or state.step == state.total):
+                    evaluate(state, eval_hook)
+                if cfg.save_every and state.step % cfg.save_every == 0 and state.step < state.total:
+                    checkpoint(state)
+    finally:
+        head_loss.release()  # the LM head's logits workspace
     return save(state)

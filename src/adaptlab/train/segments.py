@@ -53,13 +53,13 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0,
     if query.shape[0] != 1 or sum(lengths) != query.shape[2]:
         raise ValueError(f"{KEY}: lengths {lengths} do not cover a packed row of shape "
                          f"{tuple(query.shape)}")
-    outs, start = [], 0
-    for n in lengths:
-        s = slice(start, start + n)
-        outs.append(sdpa_attention_forward(module, query[:, :, s], key[:, :, s], value[:, :, s],
-                                           None, dropout=dropout, scaling=scaling,
-                                           is_causal=True, **kwargs)[0])
-        start += n
+    # torch.split, not a slice per segment: the backward of a split is one cat of the segments'
+    # gradients, where each slice's backward writes its gradient into a zeroed full-size tensor.
+    lengths = [int(n) for n in lengths]
+    outs = [sdpa_attention_forward(module, q, k, v, None, dropout=dropout, scaling=scaling,
+                                   is_causal=True, **kwargs)[0]
+            for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2),
+                               value.split(lengths, dim=2))]
     return torch.cat(outs, dim=1), None
 
 
