@@ -37,7 +37,9 @@ class TuneConfig:
     """Train LoRA layers through one fused autograd function (base matmul, adapter, dropout;
     adaptlab.train.fused_lora): PEFT's math, fewer passes over memory (on the CPU training
     benchmark 0.31 GB less peak RAM, 1.02-1.07x the tokens/s). Applies in fp32 and bf16; int8 and anything PEFT-specific
-    run PEFT's forward. Dropout's p is rounded to a multiple of 1/65536. false = PEFT's forward."""
+    run PEFT's forward. Dropout's p is rounded to a multiple of 1/65536. The frozen RMSNorms
+    train through one fused function too (adaptlab.train.fused_norm). false = PEFT's and
+    transformers' forwards."""
     num_virtual_tokens: int = 20
     """Soft prompt length in virtual tokens (method=prompt)."""
     prompt_init_text: str = ""

@@ -13,10 +13,10 @@ themselves (a 576-wide `bernoulli_` costs about a 576 x 576 matmul). Here, with 
   scaled by the exact 1/(1 - p) of that rounded p;
 - the dropout scale and LoRA's `scaling` are folded into the rank-r activations (N x r, not
   N x width), and the adapter's output is added into the base output in place (`addmm_`);
-- the backward recomputes the dropped input from x and the mask (one `masked_fill`) rather than
+- the backward recomputes the dropped input from x and the mask (one `torch.where`) rather than
   keeping a second copy of x per layer.
 
-Same value as PEFT's forward up to float summation order (tests/integration/test_fused_lora.py
+Same value as PEFT's forward up to float summation order (tests/unit/test_fused_lora.py
 compares outputs and gradients). It draws from the same global generator as `bernoulli_`, so
 checkpoints (which save the RNG state) resume bit-identically and gradient checkpointing
 recomputes the same masks. No library fits: PEFT has no fused path, and the fused LoRA kernels
@@ -73,7 +73,7 @@ def _function():
             with torch.autocast(x.device.type, enabled=False):
                 out = F.linear(x2, weight, bias)
                 mask = drop_mask(x2.shape, threshold, x.device) if threshold is not None else None
-                xd = x2 if mask is None else x2.masked_fill(mask, 0)
+                xd = x2 if mask is None else torch.where(mask, 0.0, x2)  # one pass, not clone + fill
                 h = (xd @ lora_a.t()).mul_(scale)
                 out.addmm_(h, lora_b.t())
             ctx.save_for_backward(x2, weight, lora_a, lora_b, mask, h)
@@ -87,7 +87,7 @@ def _function():
                 g = grad.reshape(-1, grad.shape[-1]).to(weight.dtype)
                 grad_b = g.t() @ h
                 gh = (g @ lora_b).mul_(ctx.scale)
-                xd = x2 if mask is None else x2.masked_fill(mask, 0)
+                xd = x2 if mask is None else torch.where(mask, 0.0, x2)
                 grad_a = gh.t() @ xd
                 gx = g @ weight
                 if mask is None:

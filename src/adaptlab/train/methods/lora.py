@@ -30,9 +30,10 @@ def attach(cfg: TuneConfig, model, tok):
         if p.requires_grad:
             p.data = p.data.float()
     if cfg.fused_lora:
-        from ..fused_lora import fuse
+        from .. import fused_lora, fused_norm
 
-        fuse(model)
+        fused_lora.fuse(model)
+        fused_norm.fuse(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, tok
