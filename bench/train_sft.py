@@ -9,8 +9,9 @@ assistant tokens, random batches packed into one row each). The learning-rate sc
 from lr, no warmup (TRL's default; adaptlab's own default warms up for 2 steps). `trl-nogc` is TRL with only gradient
 checkpointing switched off, to show how much of the gap that one default explains;
 `adaptlab-gc` is adaptlab with `gradient_checkpointing=true`, its memory against its time;
-`adaptlab-peft` is adaptlab with `fused_lora=false` (PEFT's own LoRA forward instead of
-`adaptlab.train.fused_lora`), to show what the fused layers buy; `adaptlab-grouped` is adaptlab
+`adaptlab-peft` is adaptlab with `fused_lora=false` (PEFT's own LoRA forward and transformers'
+RMSNorm instead of `adaptlab.train.fused_lora` and `fused_norm`), to show what the fused layers
+buy; `adaptlab-grouped` is adaptlab
 with `batching=grouped` (length-grouped padded batches instead of random packed ones), to show
 what the order costs or buys.
 
@@ -238,7 +239,8 @@ def child_probe(steps: int) -> dict:
 def child_adaptlab(steps: int, gradient_checkpointing: bool = False, fused_lora: bool = True,
                    batching: str = "packed") -> dict:
     """adaptlab's loop at its defaults; `adaptlab-gc` with `gradient_checkpointing=true` (its
-    memory against time); `adaptlab-peft` with `fused_lora=false` (PEFT's own LoRA forward);
+    memory against time); `adaptlab-peft` with `fused_lora=false` (PEFT's own LoRA forward,
+    transformers' RMSNorm);
     `adaptlab-grouped` with `batching=grouped` (length-grouped padded batches)."""
     import csv
     from dataclasses import replace
