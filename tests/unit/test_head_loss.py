@@ -58,6 +58,9 @@ def test_under_bf16_autocast_matches_the_reference_under_autocast():
 def test_applies_to_a_plain_linear_head_only():
     assert applies(torch.nn.Linear(4, 8, bias=False))
     assert not applies(torch.nn.Sequential(torch.nn.Linear(4, 8)))
+    int_head = torch.nn.Linear(4, 8, bias=False)
+    int_head.weight = torch.nn.Parameter(torch.zeros(8, 4, dtype=torch.int8), requires_grad=False)
+    assert not applies(int_head)
     with pytest.raises(ValueError, match="no labelled positions"):
         linear_cross_entropy(torch.zeros(0, 4), torch.zeros(8, 4), None, torch.zeros(0).long())
 
@@ -132,3 +135,26 @@ def test_training_loss_and_gradients_equal_the_full_forward(lora, monkeypatch):
     torch.testing.assert_close(fused, full, rtol=1e-5, atol=1e-6)
     for a, b in zip(g_fused, g_full):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_frozen_heads_cast_is_kept_and_renewed_when_the_weight_changes():
+    from adaptlab.train import head_loss
+
+    head_loss.release()
+    h, w, _, y = _inputs(m=16, d=32, v=64, bias=False, train_head=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        linear_cross_entropy(h, w, None, y).backward()
+        first = head_loss._work["cast"]
+        assert first is not None and first.dtype == torch.bfloat16
+        linear_cross_entropy(h, w, None, y).backward()
+        assert head_loss._work["cast"] is first            # reused
+        with torch.no_grad():
+            w.mul_(2.0)                                     # changed in place: a new version
+        h.grad = None
+        loss = linear_cross_entropy(h, w, None, y)
+        loss.backward()
+        ref = torch.nn.functional.cross_entropy(
+            torch.nn.functional.linear(h.detach(), w).float(), y)
+    assert head_loss._work["cast"] is not first
+    torch.testing.assert_close(loss, ref, rtol=1e-3, atol=1e-3)
+    head_loss.release()

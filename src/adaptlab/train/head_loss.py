@@ -13,7 +13,8 @@ is (softmax - onehot(y)) / M, so here:
   dW = g^T h, db = sum(g) where the head is trained); a second backward through the same graph
   (`retain_graph=True`) is refused, not answered wrong;
 - the logits go into a workspace kept from one step to the next (`_logits_buffer`), not a
-  fresh tensor each step; `release()` drops it.
+  fresh tensor each step, and under autocast a frozen head's cast copy is kept too (`_cast`);
+  `release()` drops both.
 
 Same value and gradients as the reference up to float summation order
 (tests/unit/test_head_loss.py compares them). Under autocast the head's matmuls run in the
@@ -47,9 +48,24 @@ def _logits_buffer(m: int, v: int, device):
     return buf[:m], True
 
 
+def _cast(weight, dtype):
+    """`weight` in `dtype`. A frozen weight's cast copy (bf16 under autocast: 28M elements for a
+    135M model's head) is kept for the next call while the weight is unchanged (same storage,
+    same version), where casting it in every forward and backward would redo the same work."""
+    if weight.dtype == dtype:
+        return weight
+    if weight.requires_grad:
+        return weight.to(dtype)
+    key = (weight.data_ptr(), weight._version, tuple(weight.shape), dtype)
+    if _work.get("cast_key") != key:
+        _work["cast"], _work["cast_key"] = None, None
+        _work["cast"], _work["cast_key"] = weight.detach().to(dtype), key
+    return _work["cast"]
+
+
 def release() -> None:
-    """Drop the workspace (the loop calls this when training ends)."""
-    _work.update(buf=None, busy=False)
+    """Drop the workspace and the cast head (the loop calls this when training ends)."""
+    _work.update(buf=None, busy=False, cast=None, cast_key=None)
 
 
 def _function():
@@ -66,7 +82,7 @@ def _function():
                      else h.dtype)
             m, v = h.shape[0], weight.shape[0]
             with torch.autocast(device, enabled=False):
-                hd, w = h.to(dtype), weight.to(dtype)
+                hd, w = h.to(dtype), _cast(weight, dtype)
                 logits, shared = _logits_buffer(m, v, h.device)
                 if dtype == torch.float32:
                     torch.mm(hd, w.t(), out=logits)
@@ -98,7 +114,7 @@ def _function():
             gd = g.to(ctx.dtype)
             dh = dw = db = None
             if ctx.needs_input_grad[0]:
-                dh = (gd @ weight.to(ctx.dtype)).to(h.dtype)
+                dh = (gd @ _cast(weight, ctx.dtype)).to(h.dtype)
             if ctx.needs_input_grad[1]:
                 dw = (gd.t() @ h.to(ctx.dtype)).to(weight.dtype)
             if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -120,7 +136,9 @@ def linear_cross_entropy(h, weight, bias, y):
 
 
 def applies(head) -> bool:
-    """Is `head` (the model's output embeddings) a plain linear layer this can stand in for?"""
+    """Is `head` (the model's output embeddings) a plain linear layer this can stand in for? Not
+    where its weight is a quantized tensor subclass (torchao's int8) or not a float."""
     import torch
 
-    return type(head) is torch.nn.Linear
+    return (type(head) is torch.nn.Linear and type(head.weight) is torch.nn.Parameter
+            and head.weight.dtype in (torch.float32, torch.bfloat16, torch.float16))
